@@ -1,0 +1,4 @@
+//! Ports (the traits adapters implement), the use cases every runtime shares, and in-memory
+//! fakes that keep the real adapters' semantics.
+
+pub mod store;

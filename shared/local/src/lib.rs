@@ -1,0 +1,2 @@
+//! Embedded adapters: SQLite state, the in-process bus, encrypted file artifacts and the local
+//! action providers.
