@@ -2,3 +2,4 @@
 //! state machine. No IO, no clock reads, no random ids: callers pass time and ids in.
 
 pub mod model;
+pub mod engine;

@@ -1,0 +1,5 @@
+//! The execution state machine: `apply(state, input, now) -> effects`, pure and deterministic.
+
+mod types;
+
+pub use types::*;
