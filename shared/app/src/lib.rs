@@ -1,4 +1,10 @@
 //! Ports (the traits adapters implement), the use cases every runtime shares, and in-memory
 //! fakes that keep the real adapters' semantics.
 
+pub mod advance;
+pub mod control;
+pub mod dispatch;
+pub mod error;
+pub mod ports;
+pub mod repo;
 pub mod store;
