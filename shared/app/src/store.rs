@@ -176,7 +176,9 @@ pub fn is_live(expires_at: Option<i64>, now: i64) -> bool {
 /// same, so the other stores must too).
 pub fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
     if writes.is_empty() {
-        return Err(StoreError::Invalid("a transaction needs at least one write".into()));
+        return Err(StoreError::Invalid(
+            "a transaction needs at least one write".into(),
+        ));
     }
     if writes.len() > MAX_TRANSACTION_WRITES {
         return Err(StoreError::Invalid(format!(
@@ -200,7 +202,9 @@ pub fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
 /// The checks every store makes on a query before running it.
 pub fn validate_query(query: &Query) -> Result<(), StoreError> {
     if query.limit == 0 {
-        return Err(StoreError::Invalid("a query limit must be at least 1".into()));
+        return Err(StoreError::Invalid(
+            "a query limit must be at least 1".into(),
+        ));
     }
     Ok(())
 }

@@ -194,7 +194,9 @@ fn expect_conflict<T: std::fmt::Debug>(
 fn expect_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) -> CaseResult {
     match result {
         Err(StoreError::Invalid(_)) => Ok(()),
-        other => fail(format!("{what}: expected an invalid request, got {other:?}")),
+        other => fail(format!(
+            "{what}: expected an invalid request, got {other:?}"
+        )),
     }
 }
 
@@ -262,7 +264,11 @@ async fn collect_pages(store: &Store, mut query: Query) -> Result<Vec<Item>, Cas
 
 pub async fn get_missing(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("get_missing"), "nothing");
-    ensure_eq(step(store.get(&key).await, "get")?, None, "get a missing key")
+    ensure_eq(
+        step(store.get(&key).await, "get")?,
+        None,
+        "get a missing key",
+    )
 }
 
 pub async fn put_absent_then_get(store: Store) -> CaseResult {
@@ -290,12 +296,19 @@ pub async fn put_absent_then_get(store: Store) -> CaseResult {
         index: Some(index),
         expires_at: Some(expires_at),
     };
-    ensure_eq(step(store.get(&key).await, "get")?, Some(expected), "the stored item")
+    ensure_eq(
+        step(store.get(&key).await, "get")?,
+        Some(expected),
+        "the stored item",
+    )
 }
 
 pub async fn put_absent_twice_conflicts(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("put_absent_twice"), "item");
-    step(put(&store, &key, Expect::Absent, json!({"n": 1})).await, "first put")?;
+    step(
+        put(&store, &key, Expect::Absent, json!({"n": 1})).await,
+        "first put",
+    )?;
     expect_conflict(
         put(&store, &key, Expect::Absent, json!({"n": 2})).await,
         &key,
@@ -311,7 +324,10 @@ pub async fn put_absent_twice_conflicts(store: Store) -> CaseResult {
 
 pub async fn put_with_version_increments(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("put_with_version"), "item");
-    step(put(&store, &key, Expect::Absent, json!({"n": 1})).await, "put absent")?;
+    step(
+        put(&store, &key, Expect::Absent, json!({"n": 1})).await,
+        "put absent",
+    )?;
     let second = step(
         put(&store, &key, Expect::Version(1), json!({"n": 2})).await,
         "put at version 1",
@@ -332,7 +348,10 @@ pub async fn put_with_version_increments(store: Store) -> CaseResult {
 
 pub async fn stale_version_conflicts_and_leaves_item_unchanged(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("stale_version"), "item");
-    step(put(&store, &key, Expect::Absent, json!({"n": 1})).await, "put absent")?;
+    step(
+        put(&store, &key, Expect::Absent, json!({"n": 1})).await,
+        "put absent",
+    )?;
     step(
         put(&store, &key, Expect::Version(1), json!({"n": 2})).await,
         "put at version 1",
@@ -348,7 +367,11 @@ pub async fn stale_version_conflicts_and_leaves_item_unchanged(store: Store) -> 
         &key,
         "put at a version never written",
     )?;
-    ensure_eq(step(store.get(&key).await, "get after")?, before, "the item after stale puts")
+    ensure_eq(
+        step(store.get(&key).await, "get after")?,
+        before,
+        "the item after stale puts",
+    )
 }
 
 pub async fn version_on_missing_item_conflicts(store: Store) -> CaseResult {
@@ -358,12 +381,19 @@ pub async fn version_on_missing_item_conflicts(store: Store) -> CaseResult {
         &key,
         "put at a version of a missing item",
     )?;
-    ensure_eq(step(store.get(&key).await, "get")?, None, "the missing item")
+    ensure_eq(
+        step(store.get(&key).await, "get")?,
+        None,
+        "the missing item",
+    )
 }
 
 pub async fn delete_with_wrong_version_conflicts(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("delete_wrong_version"), "item");
-    step(put(&store, &key, Expect::Absent, json!({"n": 1})).await, "put absent")?;
+    step(
+        put(&store, &key, Expect::Absent, json!({"n": 1})).await,
+        "put absent",
+    )?;
     let delete = |version| {
         let store = store.clone();
         let key = key.clone();
@@ -371,7 +401,11 @@ pub async fn delete_with_wrong_version_conflicts(store: Store) -> CaseResult {
     };
     expect_conflict(delete(2).await, &key, "delete at a wrong version")?;
     let item = step(store.get(&key).await, "get")?;
-    ensure_eq(item.map(|item| item.version), Some(1), "the item after a refused delete")?;
+    ensure_eq(
+        item.map(|item| item.version),
+        Some(1),
+        "the item after a refused delete",
+    )?;
     let missing = ItemKey::new(unique_pk("delete_missing"), "item");
     expect_conflict(
         store
@@ -387,7 +421,10 @@ pub async fn delete_with_wrong_version_conflicts(store: Store) -> CaseResult {
 
 pub async fn delete_with_right_version_removes(store: Store) -> CaseResult {
     let key = ItemKey::new(unique_pk("delete_right_version"), "item");
-    step(put(&store, &key, Expect::Absent, json!({"n": 1})).await, "put absent")?;
+    step(
+        put(&store, &key, Expect::Absent, json!({"n": 1})).await,
+        "put absent",
+    )?;
     step(
         put(&store, &key, Expect::Version(1), json!({"n": 2})).await,
         "put at version 1",
@@ -402,7 +439,11 @@ pub async fn delete_with_right_version_removes(store: Store) -> CaseResult {
         "delete",
     )?;
     ensure_eq(versions, vec![0], "what a delete returns")?;
-    ensure_eq(step(store.get(&key).await, "get")?, None, "the deleted item")?;
+    ensure_eq(
+        step(store.get(&key).await, "get")?,
+        None,
+        "the deleted item",
+    )?;
     let recreated = step(
         put(&store, &key, Expect::Absent, json!({"n": 3})).await,
         "put absent after delete",
@@ -417,7 +458,10 @@ pub async fn transaction_applies_every_write(store: Store) -> CaseResult {
     let deleted = ItemKey::new(&pk, "deleted");
     let checked = ItemKey::new(&pk, "checked");
     for key in [&updated, &deleted, &checked] {
-        step(put(&store, key, Expect::Absent, json!({"n": 1})).await, "seed")?;
+        step(
+            put(&store, key, Expect::Absent, json!({"n": 1})).await,
+            "seed",
+        )?;
     }
     let missing = ItemKey::new(&pk, "missing");
     let versions = step(
@@ -453,7 +497,11 @@ pub async fn transaction_applies_every_write(store: Store) -> CaseResult {
             .await,
         "transaction",
     )?;
-    ensure_eq(versions, vec![2, 1, 0, 0, 0], "the versions a transaction returns")?;
+    ensure_eq(
+        versions,
+        vec![2, 1, 0, 0, 0],
+        "the versions a transaction returns",
+    )?;
     let version_of = |key: ItemKey| {
         let store = store.clone();
         async move { step(store.get(&key).await, "get").map(|item| item.map(|item| item.version)) }
@@ -469,8 +517,14 @@ pub async fn transaction_is_all_or_nothing(store: Store) -> CaseResult {
     let guard = ItemKey::new(&pk, "guard");
     let existing = ItemKey::new(&pk, "existing");
     let doomed = ItemKey::new(&pk, "doomed");
-    step(put(&store, &guard, Expect::Absent, json!({})).await, "seed guard")?;
-    step(put(&store, &existing, Expect::Absent, json!({"n": 1})).await, "seed existing")?;
+    step(
+        put(&store, &guard, Expect::Absent, json!({})).await,
+        "seed guard",
+    )?;
+    step(
+        put(&store, &existing, Expect::Absent, json!({"n": 1})).await,
+        "seed existing",
+    )?;
     let result = store
         .transact(vec![
             Write::Put {
@@ -527,7 +581,10 @@ pub async fn transaction_conflict_names_first_failing_key(store: Store) -> CaseR
     let present = ItemKey::new(&pk, "a-present");
     let first_failing = ItemKey::new(&pk, "z-first");
     let second_failing = ItemKey::new(&pk, "b-second");
-    step(put(&store, &present, Expect::Absent, json!({})).await, "seed")?;
+    step(
+        put(&store, &present, Expect::Absent, json!({})).await,
+        "seed",
+    )?;
     let result = store
         .transact(vec![
             Write::Check {
@@ -577,7 +634,11 @@ pub async fn transaction_with_same_key_twice_is_invalid(store: Store) -> CaseRes
         ])
         .await;
     expect_invalid(result, "a transaction naming a key twice")?;
-    ensure_eq(step(store.get(&other).await, "get")?, None, "a write of the refused transaction")
+    ensure_eq(
+        step(store.get(&other).await, "get")?,
+        None,
+        "a write of the refused transaction",
+    )
 }
 
 pub async fn transaction_over_limit_is_invalid(store: Store) -> CaseResult {
@@ -594,11 +655,17 @@ pub async fn transaction_over_limit_is_invalid(store: Store) -> CaseResult {
             .collect()
     };
     expect_invalid(
-        store.transact(puts(MAX_TRANSACTION_WRITES + 1, "over")).await,
+        store
+            .transact(puts(MAX_TRANSACTION_WRITES + 1, "over"))
+            .await,
         "a transaction over the limit",
     )?;
     let page = step(store.query(&primary(&pk, 10)).await, "query")?;
-    ensure_eq(page.items.len(), 0, "items written by the refused transaction")?;
+    ensure_eq(
+        page.items.len(),
+        0,
+        "items written by the refused transaction",
+    )?;
     let versions = step(
         store.transact(puts(MAX_TRANSACTION_WRITES, "full")).await,
         "a transaction at the limit",
@@ -619,12 +686,22 @@ pub async fn expired_item_is_absent(store: Store) -> CaseResult {
     let key = ItemKey::new(&pk, "item");
     let version = step(
         store
-            .put(key.clone(), Expect::Absent, json!({"n": 1}), None, Some(long_ago()))
+            .put(
+                key.clone(),
+                Expect::Absent,
+                json!({"n": 1}),
+                None,
+                Some(long_ago()),
+            )
             .await,
         "put an expired item",
     )?;
     ensure_eq(version, 1, "the version of an expired put")?;
-    ensure_eq(step(store.get(&key).await, "get")?, None, "get an expired item")?;
+    ensure_eq(
+        step(store.get(&key).await, "get")?,
+        None,
+        "get an expired item",
+    )?;
     expect_conflict(
         put(&store, &key, Expect::Version(1), json!({"n": 2})).await,
         &key,
@@ -644,7 +721,11 @@ pub async fn expired_item_is_absent(store: Store) -> CaseResult {
         put(&store, &key, Expect::Absent, json!({"n": 3})).await,
         "put absent over an expired item",
     )?;
-    ensure_eq(replaced, 1, "the version of an item replacing an expired one")?;
+    ensure_eq(
+        replaced,
+        1,
+        "the version of an item replacing an expired one",
+    )?;
     let item = step(store.get(&key).await, "get the replacement")?;
     ensure_eq(
         item.map(|item| (item.version, item.body, item.expires_at)),
@@ -655,7 +736,13 @@ pub async fn expired_item_is_absent(store: Store) -> CaseResult {
     let later = ItemKey::new(&pk, "expires-later");
     step(
         store
-            .put(later.clone(), Expect::Absent, json!({}), None, Some(far_ahead()))
+            .put(
+                later.clone(),
+                Expect::Absent,
+                json!({}),
+                None,
+                Some(far_ahead()),
+            )
             .await,
         "put an item expiring later",
     )?;
@@ -742,16 +829,28 @@ pub async fn query_by_prefix(store: Store) -> CaseResult {
     let mut query = primary(&pk, 100);
     query.sk_prefix = Some("item-".into());
     let page = step(store.query(&query).await, "query by prefix")?;
-    ensure_eq(sort_keys(&page), expected_items(0..25), "items with the prefix")?;
+    ensure_eq(
+        sort_keys(&page),
+        expected_items(0..25),
+        "items with the prefix",
+    )?;
     ensure_eq(page.next, None, "next after the whole partition")?;
 
     query.sk_prefix = Some("item-1".into());
     let page = step(store.query(&query).await, "query by a narrower prefix")?;
-    ensure_eq(sort_keys(&page), expected_items(10..20), "items with a narrower prefix")?;
+    ensure_eq(
+        sort_keys(&page),
+        expected_items(10..20),
+        "items with a narrower prefix",
+    )?;
 
     query.sk_prefix = Some("nothing".into());
     let page = step(store.query(&query).await, "query by an unused prefix")?;
-    ensure_eq(sort_keys(&page), Vec::<String>::new(), "items with an unused prefix")?;
+    ensure_eq(
+        sort_keys(&page),
+        Vec::<String>::new(),
+        "items with an unused prefix",
+    )?;
 
     let all = step(store.query(&primary(&pk, 100)).await, "query the partition")?;
     ensure_eq(all.items.len(), 30, "items in the partition")?;
@@ -786,11 +885,19 @@ pub async fn query_pages_through_next(store: Store) -> CaseResult {
     query.sk_prefix = Some("item-".into());
     let first = step(store.query(&query).await, "first page")?;
     ensure_eq(sort_keys(&first), expected_items(0..7), "the first page")?;
-    ensure_eq(first.next.as_deref(), Some("item-06"), "next after the first page")?;
+    ensure_eq(
+        first.next.as_deref(),
+        Some("item-06"),
+        "next after the first page",
+    )?;
     // `after` is exclusive, and need not be a key that exists.
     query.after = Some("item-06x".into());
     let resumed = step(store.query(&query).await, "a page after a missing key")?;
-    ensure_eq(sort_keys(&resumed), expected_items(7..14), "the page after a missing key")
+    ensure_eq(
+        sort_keys(&resumed),
+        expected_items(7..14),
+        "the page after a missing key",
+    )
 }
 
 pub async fn query_descending(store: Store) -> CaseResult {
@@ -849,7 +956,11 @@ pub async fn query_secondary_index(store: Store) -> CaseResult {
     query.index = IndexName::Gsi1;
     let items = collect_pages(&store, query.clone()).await?;
     let bodies: Vec<Value> = items.iter().map(|item| item.body["n"].clone()).collect();
-    ensure_eq(bodies, (0..12).map(Value::from).collect(), "items in index order")?;
+    ensure_eq(
+        bodies,
+        (0..12).map(Value::from).collect(),
+        "items in index order",
+    )?;
     let first = &items[0];
     ensure_eq(
         (first.key.clone(), first.index.clone(), first.version),
@@ -874,7 +985,11 @@ pub async fn query_secondary_index(store: Store) -> CaseResult {
     let mut other = primary(&other_index_pk, 10);
     other.index = IndexName::Gsi1;
     let page = step(store.query(&other).await, "query another index partition")?;
-    ensure_eq(sort_keys(&page), vec!["elsewhere".to_owned()], "the other index partition")?;
+    ensure_eq(
+        sort_keys(&page),
+        vec!["elsewhere".to_owned()],
+        "the other index partition",
+    )?;
 
     // The index moves when an item's index key changes, and leaves when it is dropped.
     let moved = ItemKey::new(&pk, "item-11");
@@ -910,8 +1025,15 @@ pub async fn query_secondary_index(store: Store) -> CaseResult {
     )?;
     let mut original = primary(&index_pk, 100);
     original.index = IndexName::Gsi1;
-    let page = step(store.query(&original).await, "query the index after changes")?;
-    ensure_eq(page.items.len(), 10, "items left in the original index partition")
+    let page = step(
+        store.query(&original).await,
+        "query the index after changes",
+    )?;
+    ensure_eq(
+        page.items.len(),
+        10,
+        "items left in the original index partition",
+    )
 }
 
 pub async fn query_with_zero_limit_is_invalid(store: Store) -> CaseResult {
@@ -1044,7 +1166,10 @@ mod tests {
             "stale_version_conflicts_and_leaves_item_unchanged",
             "version_on_missing_item_conflicts",
         ] {
-            assert!(failed.contains(&case), "{case} passed on a blind store: {failed:?}");
+            assert!(
+                failed.contains(&case),
+                "{case} passed on a blind store: {failed:?}"
+            );
         }
         assert!(!failed.contains(&"get_missing"), "{failures:?}");
     }
