@@ -59,6 +59,7 @@ impl MemoryStore {
     }
 
     /// Make the next `calls` calls (get, transact or query) fail with `error`, changing nothing.
+    /// Replaces any injected failures still pending.
     pub fn fail_next(&self, calls: usize, error: StoreError) {
         let mut state = self.lock();
         state.fail_before = std::iter::repeat_n(error, calls).collect();

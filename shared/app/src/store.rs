@@ -92,6 +92,10 @@ pub struct Query {
     /// Only sort keys starting with this prefix.
     pub sk_prefix: Option<String>,
     /// Resume after this sort key (exclusive), from a previous page's `next`.
+    ///
+    /// On [`IndexName::Gsi1`] this is the index sort key alone, so index sort keys should be
+    /// unique within an index partition when results are paged: items sharing the index sort
+    /// key of a page's last item would be skipped by the next page.
     pub after: Option<String>,
     pub limit: usize,
     /// Largest sort key first.
