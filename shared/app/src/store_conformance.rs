@@ -8,7 +8,7 @@
 //!   `#[tokio::test]` per case for a store constructor. The calling crate needs `tokio` (with
 //!   `macros` and `rt-multi-thread`) among its dev-dependencies. The constructor is any
 //!   expression, evaluated inside the async test, so it may `.await`:
-//!   ```ignore
+//!   ```text
 //!   penstock_app::item_store_conformance_tests!(MemoryStore::new());
 //!   penstock_app::item_store_conformance_tests!(dynamo_store_on_moto().await);
 //!   ```
