@@ -2,3 +2,7 @@
 //! state machine. No IO, no clock reads, no random ids: callers pass time and ids in.
 
 pub mod model;
+pub mod providers;
+pub mod shape;
+pub mod validate;
+pub mod variables;
