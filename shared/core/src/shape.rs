@@ -335,10 +335,15 @@ impl ServiceModel {
                     return;
                 }
                 // Smithy string lengths count Unicode scalar values, not bytes.
-                if let Some(message) = length_problem(s.chars().count(), shape) {
+                let length_problem = length_problem(s.chars().count(), shape);
+                // An empty string that is too short says all there is to say; its pattern
+                // mismatch would only repeat it.
+                let judge_pattern = !(s.is_empty() && length_problem.is_some());
+                if let Some(message) = length_problem {
                     push(ViolationKind::Length, message);
                 }
-                if let Some(pattern) = &shape.pattern
+                if judge_pattern
+                    && let Some(pattern) = &shape.pattern
                     && let Some(Some(regex)) = self.patterns.get(pattern)
                     && !regex.is_match(s)
                 {
