@@ -208,6 +208,18 @@ impl ServiceModel {
         self.operations.get(name)
     }
 
+    /// Model patterns the `regex` crate cannot compile; their checks are skipped.
+    pub fn skipped_patterns(&self) -> Vec<&str> {
+        let mut skipped: Vec<&str> = self
+            .patterns
+            .iter()
+            .filter(|(_, regex)| regex.is_none())
+            .map(|(pattern, _)| pattern.as_str())
+            .collect();
+        skipped.sort_unstable();
+        skipped
+    }
+
     /// True when `name` is an exception shape (`ValidationException`, ...).
     pub fn is_exception(&self, name: &str) -> bool {
         self.shape(name).is_some_and(|s| s.exception)
@@ -293,7 +305,10 @@ impl ServiceModel {
             }
             ShapeType::Map => {
                 let Value::Object(entries) = value else {
-                    push(ViolationKind::WrongType, expected("a map (JSON object)", value));
+                    push(
+                        ViolationKind::WrongType,
+                        expected("a map (JSON object)", value),
+                    );
                     return;
                 };
                 if let Some(message) = count_problem(entries.len(), shape, "entry") {
@@ -442,8 +457,7 @@ fn out_of_bounds(n: i64, shape: &Shape) -> bool {
 
 fn length_problem(len: usize, shape: &Shape) -> Option<String> {
     let n = i64::try_from(len).unwrap_or(i64::MAX);
-    out_of_bounds(n, shape)
-        .then(|| format!("expected {} characters, got {len}", bounds(shape)))
+    out_of_bounds(n, shape).then(|| format!("expected {} characters, got {len}", bounds(shape)))
 }
 
 fn count_problem(len: usize, shape: &Shape, noun: &str) -> Option<String> {

@@ -9,8 +9,8 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::model::{
-    ActionCategory, ActionDeclaration, ActionOwner, Condition, ConditionResult, CreatePipelineInput,
-    ExecutionMode, PipelineDeclaration, PipelineType, StageDeclaration, Tag,
+    ActionCategory, ActionDeclaration, ActionOwner, Condition, ConditionResult,
+    CreatePipelineInput, ExecutionMode, PipelineDeclaration, PipelineType, StageDeclaration, Tag,
 };
 use crate::providers;
 use crate::shape;

@@ -169,7 +169,11 @@ fn syntax_error_names_line_and_column() {
 #[test]
 fn messages_say_what_was_expected() {
     let mut doc: Value = serde_json::from_str(BASE).unwrap();
-    set(&mut doc, "/pipeline/stages/1/actions/0/runOrder", Value::from(0));
+    set(
+        &mut doc,
+        "/pipeline/stages/1/actions/0/runOrder",
+        Value::from(0),
+    );
     set(
         &mut doc,
         "/pipeline/stages/0/actions/0/outputArtifacts/0/name",
@@ -194,7 +198,11 @@ fn missing_input_artifact_names_the_producers() {
         "/pipeline/stages/3/actions/0/inputArtifacts/0/name",
         Value::from("BuildOutptu"),
     );
-    set(&mut doc, "/pipeline/stages/1/actions/1/runOrder", Value::from(1));
+    set(
+        &mut doc,
+        "/pipeline/stages/1/actions/1/runOrder",
+        Value::from(1),
+    );
     let errors = errors_of(&doc.to_string());
     assert!(errors.contains(&"InvalidStructureException: pipeline.stages[3].actions[0].inputArtifacts[0].name: input artifact \"BuildOutptu\" is not produced by any action; artifacts available here: \"BuildOutput\" from \"Build.Compile\", \"SourceOutput\" from \"Source.Checkout\", \"ToolsOutput\" from \"Source.Tools\"".to_owned()), "{errors:#?}");
     assert!(errors.contains(&"InvalidStructureException: pipeline.stages[1].actions[1].inputArtifacts[0].name: input artifact \"BuildOutput\" is produced by \"Build.Compile\" (stage 2, runOrder 1), which does not run before this action (an earlier stage or a lower runOrder in the same stage)".to_owned()), "{errors:#?}");
@@ -221,7 +229,9 @@ fn action_and_stage_limits() {
     set(&mut doc, "/pipeline/stages/2", approvals("Approve", 51));
     assert_eq!(
         errors_of(&doc.to_string()),
-        ["InvalidStageDeclarationException: pipeline.stages[2].actions: a stage needs 1 to 50 actions, got 51"]
+        [
+            "InvalidStageDeclarationException: pipeline.stages[2].actions: a stage needs 1 to 50 actions, got 51"
+        ]
     );
 
     // 45 stages of 12 actions: every stage within its limit, the pipeline over 500 actions.
@@ -235,7 +245,9 @@ fn action_and_stage_limits() {
     }
     assert_eq!(
         errors_of(&doc.to_string()),
-        ["InvalidStructureException: pipeline.stages: a pipeline holds at most 500 actions, got 546"]
+        [
+            "InvalidStructureException: pipeline.stages: a pipeline holds at most 500 actions, got 546"
+        ]
     );
 
     let mut doc = base;

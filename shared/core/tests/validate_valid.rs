@@ -71,7 +71,10 @@ fn bare_declaration_is_accepted_like_the_wrapped_form() {
     assert_eq!(note_messages(&bare), note_messages(&wrapped));
     // Paths name the declaration where it is: at the top, or under `pipeline`.
     assert_eq!(bare.notes[0].path, "stages[0].actions[0].configuration");
-    assert_eq!(wrapped.notes[0].path, "pipeline.stages[0].actions[0].configuration");
+    assert_eq!(
+        wrapped.notes[0].path,
+        "pipeline.stages[0].actions[0].configuration"
+    );
 }
 
 #[test]
@@ -108,7 +111,9 @@ fn v2_pipeline_with_every_feature_is_valid() {
     assert_eq!(validated.tags.len(), 1);
     assert_eq!(
         note_messages(&validated),
-        ["CodeStarSourceConnection action \"Source.Checkout\" (AWS/CodeStarSourceConnection) does not run on the embedded default yet"]
+        [
+            "CodeStarSourceConnection action \"Source.Checkout\" (AWS/CodeStarSourceConnection) does not run on the embedded default yet"
+        ]
     );
     assert_round_trips(V2_FULL, validated);
 }
