@@ -160,10 +160,10 @@ pub fn parse_and_validate(json: &str) -> Result<Validated, Vec<ValidationError>>
     // The shape check accepted explicit nulls as absent members; the typed model does not.
     strip_nulls(&mut value);
     let (declaration, tags, pipeline_path) = if wrapped {
-        let input: CreatePipelineInput = deserialize(value, "")?;
+        let input: CreatePipelineInput = deserialize(value)?;
         (input.pipeline, input.tags, "pipeline")
     } else {
-        (deserialize(value, "")?, Vec::new(), "")
+        (deserialize(value)?, Vec::new(), "")
     };
 
     let findings = check_declaration(&declaration, pipeline_path);
@@ -187,16 +187,13 @@ fn syntax_message(e: &serde_json::Error) -> String {
     }
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(
-    value: Value,
-    prefix: &str,
-) -> Result<T, Vec<ValidationError>> {
+/// Builds the typed model. The shape check has already passed, so a failure here means the
+/// model and the types disagree; it is still reported with its path rather than panicking.
+fn deserialize<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Vec<ValidationError>> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = match (prefix.is_empty(), inner.as_str()) {
-            (_, ".") => prefix.to_owned(),
-            (true, _) => inner,
-            (false, _) => format!("{prefix}.{inner}"),
+        let path = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
         };
         vec![ValidationError {
             exception: ExceptionName::ValidationException,
@@ -246,12 +243,7 @@ struct Located<'a> {
 
 impl Located<'_> {
     fn describe(&self) -> String {
-        format!(
-            "\"{}\" (stage {}, runOrder {})",
-            self.label,
-            self.position.stage + 1,
-            self.position.run_order
-        )
+        format!("\"{}\" (runOrder {})", self.label, self.position.run_order)
     }
 }
 
@@ -1056,5 +1048,28 @@ fn mode_name(mode: ExecutionMode) -> &'static str {
         ExecutionMode::Queued => "QUEUED",
         ExecutionMode::Superseded => "SUPERSEDED",
         ExecutionMode::Parallel => "PARALLEL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_deserialization_failures_carry_their_path() {
+        // Bypasses the shape check on purpose: a negative runOrder does not fit `u32`.
+        let value = serde_json::json!({
+            "name": "p",
+            "roleArn": "arn:aws:iam::111111111111:role/r",
+            "stages": [{"name": "S", "actions": [{
+                "name": "A",
+                "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"},
+                "runOrder": -1
+            }]}]
+        });
+        let errors = deserialize::<PipelineDeclaration>(value).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].exception, ExceptionName::ValidationException);
+        assert_eq!(errors[0].path, "stages[0].actions[0].runOrder");
     }
 }

@@ -205,7 +205,7 @@ fn missing_input_artifact_names_the_producers() {
     );
     let errors = errors_of(&doc.to_string());
     assert!(errors.contains(&"InvalidStructureException: pipeline.stages[3].actions[0].inputArtifacts[0].name: input artifact \"BuildOutptu\" is not produced by any action; artifacts available here: \"BuildOutput\" from \"Build.Compile\", \"SourceOutput\" from \"Source.Checkout\", \"ToolsOutput\" from \"Source.Tools\"".to_owned()), "{errors:#?}");
-    assert!(errors.contains(&"InvalidStructureException: pipeline.stages[1].actions[1].inputArtifacts[0].name: input artifact \"BuildOutput\" is produced by \"Build.Compile\" (stage 2, runOrder 1), which does not run before this action (an earlier stage or a lower runOrder in the same stage)".to_owned()), "{errors:#?}");
+    assert!(errors.contains(&"InvalidStructureException: pipeline.stages[1].actions[1].inputArtifacts[0].name: input artifact \"BuildOutput\" is produced by \"Build.Compile\" (runOrder 1), which does not run before this action (an earlier stage or a lower runOrder in the same stage)".to_owned()), "{errors:#?}");
 }
 
 /// A stage of `n` Manual approval actions, valid on its own.
