@@ -218,6 +218,9 @@ pub struct ActionRun {
     /// The open approval token of a Manual approval attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Who decided a Manual approval (`lastUpdatedBy`), when the decision named someone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_by: Option<String>,
     #[serde(default)]
     pub external: ExternalExecution,
     #[serde(default, skip_serializing_if = "Option::is_none")]
