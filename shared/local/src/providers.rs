@@ -26,7 +26,9 @@ impl LocalProviders {
     pub fn new(data_dir: &DataDir, ids: Arc<dyn IdGenerator>) -> Self {
         Self {
             source: Arc::new(LocalGitSource),
-            build: Arc::new(crate::build_provider::LocalCodeBuild),
+            build: Arc::new(crate::build_provider::LocalCodeBuild {
+                logs: data_dir.root.join("logs"),
+            }),
             s3_deploy: Arc::new(crate::build_provider::LocalS3Deploy {
                 buckets: data_dir.buckets(),
             }),

@@ -19,7 +19,7 @@ use penstock_app::ports::{
 };
 use penstock_app::repo::Repository;
 use penstock_app::store::ItemStore;
-use penstock_core::engine::{self, ActionStatus, ErrorDetails, Input, StateChange};
+use penstock_core::engine::{ErrorDetails, Input, StateChange};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
@@ -267,7 +267,7 @@ async fn append_event(path: &Path, pipeline: &str, id: &str, change: &StateChang
         "id": id,
         "detail-type": change.kind.detail_type(),
         "source": "penstock.codepipeline",
-        "time": engine::iso8601(change.time),
+        "time": change.time.to_iso8601(),
         "resources": [format!("arn:aws:codepipeline:local:000000000000:{pipeline}")],
         "detail": change.detail,
     });
@@ -310,102 +310,123 @@ impl Sweeper {
             let age = if self.first { 0 } else { STALE_OUTBOX_MS };
             engine.republish_stale_outbox(&pipeline, age).await?;
             let runtime = engine.repo.load_runtime(&pipeline).await?;
+            let state = &runtime.value.state;
             let now = engine.clock.now();
-            for execution in runtime.value.state.executions.values() {
-                if execution.status.is_terminal() {
+            for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {
+                engine
+                    .apply(
+                        &pipeline,
+                        Input::ActionTimedOut {
+                            execution_id,
+                            stage,
+                            action,
+                            attempt,
+                        },
+                    )
+                    .await?;
+            }
+            for job in state.unclaimed_jobs() {
+                if job.deadline <= now {
                     continue;
                 }
-                for stage in &execution.stages {
-                    for action in &stage.actions {
-                        if action.status != ActionStatus::InProgress {
-                            continue;
-                        }
-                        if action.deadline.is_some_and(|d| d <= now) {
-                            engine
-                                .apply(
-                                    &pipeline,
-                                    Input::ActionTimedOut {
-                                        execution_id: execution.id.clone(),
-                                        stage: stage.name.clone(),
-                                        action: action.name.clone(),
-                                        attempt: action.attempt,
-                                    },
-                                )
-                                .await?;
-                            continue;
-                        }
-                        if action.started_reported {
-                            // Handed off (an approval awaiting its decision): nothing runs here.
-                            continue;
-                        }
-                        let Some(action_execution_id) = &action.action_execution_id else {
-                            continue;
-                        };
-                        match engine.repo.get_claim(action_execution_id).await? {
-                            Some(claim) if claim.owner != self.dispatcher.owner => {
-                                // Claimed by a runner that is gone (we hold the lock): the
-                                // attempt was interrupted. It is not run again; it fails and
-                                // a new attempt is made by a retry of the failed actions.
-                                info!(
-                                    pipeline,
-                                    execution_id = %execution.id,
-                                    stage = %stage.name,
-                                    action = %action.name,
-                                    "attempt interrupted by an earlier runner's exit"
-                                );
-                                engine
-                                    .apply(
-                                        &pipeline,
-                                        Input::ActionFailed {
-                                            execution_id: execution.id.clone(),
-                                            stage: stage.name.clone(),
-                                            action: action.name.clone(),
-                                            attempt: action.attempt,
-                                            error: ErrorDetails {
-                                                code: "JobInterrupted".into(),
-                                                message: "penstock stopped while this attempt ran; it was not run again".into(),
-                                            },
-                                            external: Default::default(),
-                                        },
-                                    )
-                                    .await?;
-                                let _ = engine
-                                    .apply(
-                                        &pipeline,
-                                        Input::Retry {
-                                            execution_id: execution.id.clone(),
-                                            stage: stage.name.clone(),
-                                            mode: penstock_core::model::StageRetryMode::FailedActions,
-                                        },
-                                    )
-                                    .await;
-                            }
-                            Some(_) => {}
-                            None => {
-                                let since = action.updated_at.or(action.started_at).unwrap_or(now);
-                                if self.first || now.0 - since.0 >= UNCLAIMED_ATTEMPT_MS {
-                                    if let Some(job) = engine::job_for(
-                                        &runtime.value.state,
-                                        &execution.id,
-                                        &stage.name,
-                                        &action.name,
-                                    ) {
-                                        debug!(pipeline, action = %action.name, "scheduling an unclaimed attempt again");
-                                        let _ = engine
-                                            .bus
-                                            .publish(vec![Envelope {
-                                                id: engine.ids.uuid(),
-                                                message: BusMessage::ActionScheduled(job),
-                                            }])
-                                            .await;
-                                    }
-                                }
-                            }
+                match engine.repo.get_claim(&job.action_execution_id).await? {
+                    Some(claim) if claim.owner != self.dispatcher.owner => {
+                        self.interrupted(&pipeline, &job).await?;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let since = attempt_updated(state, &job).unwrap_or(now);
+                        if self.first || now.0 - since.0 >= UNCLAIMED_ATTEMPT_MS {
+                            debug!(pipeline, action = %job.action, "scheduling an unclaimed attempt again");
+                            let _ = engine
+                                .bus
+                                .publish(vec![Envelope {
+                                    id: engine.ids.uuid(),
+                                    message: BusMessage::ActionScheduled(job),
+                                }])
+                                .await;
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// An attempt claimed by a runner that is gone (this runner holds the data directory's
+    /// lock, so any other owner is dead): it is not run again. It fails as interrupted, and
+    /// its failed actions are retried as new attempts.
+    async fn interrupted(
+        &self,
+        pipeline: &str,
+        job: &penstock_core::engine::ActionJob,
+    ) -> Result<(), penstock_app::error::AppError> {
+        let engine = &self.dispatcher.engine;
+        info!(
+            pipeline,
+            execution_id = %job.execution_id,
+            stage = %job.stage,
+            action = %job.action,
+            attempt = job.attempt,
+            "attempt interrupted by an earlier runner's exit; retrying it as a new attempt"
+        );
+        kill_orphans(&self.dispatcher.work_root.join(&job.action_execution_id));
+        engine
+            .apply(
+                pipeline,
+                Input::ActionFailed {
+                    execution_id: job.execution_id.clone(),
+                    stage: job.stage.clone(),
+                    action: job.action.clone(),
+                    attempt: job.attempt,
+                    error: ErrorDetails {
+                        code: "JobInterrupted".into(),
+                        message: "penstock stopped while this attempt ran; it was not run again"
+                            .into(),
+                    },
+                    external: Default::default(),
+                },
+            )
+            .await?;
+        if let Err(e) = engine
+            .apply(
+                pipeline,
+                Input::Retry {
+                    execution_id: job.execution_id.clone(),
+                    stage: job.stage.clone(),
+                    mode: penstock_core::model::StageRetryMode::FailedActions,
+                },
+            )
+            .await
+        {
+            info!(pipeline, error = %e, "interrupted attempt left failed (not retryable)");
+        }
+        Ok(())
+    }
+}
+
+/// When the current attempt of the job's action last changed.
+fn attempt_updated(
+    state: &penstock_core::engine::PipelineState,
+    job: &penstock_core::engine::ActionJob,
+) -> Option<penstock_core::engine::Timestamp> {
+    let execution = state.executions.get(&job.execution_id)?;
+    let stage = execution.stages.iter().find(|s| s.name == job.stage)?;
+    let action = stage.actions.iter().find(|a| a.name == job.action)?;
+    action.updated_at.or(action.started_at)
+}
+
+/// Kill the process group an interrupted attempt left running, if its work directory says
+/// which one it was (the build runner records it).
+fn kill_orphans(work_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(work_dir.join("process-group")) else {
+        return;
+    };
+    if let Ok(pgid) = text.trim().parse::<i32>() {
+        if pgid > 1 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
     }
 }
