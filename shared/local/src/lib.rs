@@ -4,3 +4,4 @@
 pub mod archive;
 pub mod artifact_files;
 pub mod crypto;
+pub mod git_source;
