@@ -3,5 +3,6 @@
 
 pub mod archive;
 pub mod artifact_files;
+pub mod buildspec;
 pub mod crypto;
 pub mod git_source;
