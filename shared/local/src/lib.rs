@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod artifact_files;
+pub mod bucket;
 pub mod buildspec;
 pub mod crypto;
 pub mod git_source;
