@@ -228,23 +228,35 @@ impl ActionProvider for LocalS3Deploy {
             Ok(Err(e)) => return failure("JobFailed", format!("packing {}: {e}", artifact.name)),
             Err(e) => return failure("JobFailed", e.to_string()),
         }
-        let request = crate::bucket::DeployRequest {
-            buckets_root: self.buckets.clone(),
-            bucket: bucket.clone(),
-            extract,
-            object_key,
-            input_zip: zip,
-        };
-        match crate::bucket::deploy(&request).await {
-            Ok(target) => ProviderOutcome::Succeeded {
-                output_variables: BTreeMap::new(),
-                revisions: BTreeMap::new(),
-                external: ExternalExecution {
-                    id: None,
-                    summary: Some(format!("Deployed to {}", target.display())),
-                    url: Some(format!("file://{}", target.display())),
-                },
-            },
+        let buckets = self.buckets.clone();
+        let deployed = tokio::task::spawn_blocking(move || {
+            crate::bucket::deploy(
+                &buckets,
+                &bucket,
+                extract,
+                object_key.as_deref(),
+                &zip,
+                &crate::archive::ExtractLimits::default(),
+            )
+        })
+        .await;
+        match deployed {
+            Ok(Ok(outcome)) => {
+                let target = match outcome {
+                    crate::bucket::DeployOutcome::Extracted { dir, .. } => dir,
+                    crate::bucket::DeployOutcome::Stored { path, .. } => path,
+                };
+                ProviderOutcome::Succeeded {
+                    output_variables: BTreeMap::new(),
+                    revisions: BTreeMap::new(),
+                    external: ExternalExecution {
+                        id: None,
+                        summary: Some(format!("Deployed to {}", target.display())),
+                        url: Some(format!("file://{}", target.display())),
+                    },
+                }
+            }
+            Ok(Err(e)) => failure("JobFailed", e.to_string()),
             Err(e) => failure("JobFailed", e.to_string()),
         }
     }

@@ -2,8 +2,14 @@
 //! action providers.
 
 pub mod adapters;
+pub mod archive;
+pub mod artifact_files;
+pub mod bucket;
 pub mod build_provider;
+pub mod buildspec;
 pub mod bus;
+pub mod crypto;
+pub mod git_source;
 pub mod providers;
 pub mod runtime;
 pub mod sqlite_store;
