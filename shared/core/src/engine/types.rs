@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode};
+use crate::model::{
+    ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode,
+};
 
 /// Milliseconds since the Unix epoch. The core never reads a clock: callers pass `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
