@@ -16,12 +16,13 @@
 //! At the end every transition is enabled and all outstanding work is completed; then every
 //! execution that was started has ended Succeeded, Failed, Stopped, Superseded or Cancelled.
 //!
-//! Can it catch a real bug? With the duplicate check removed from the engine (a result for an
-//! attempt that is no longer in progress was handled again, re-running progress), this test
-//! failed on the first run and shrank to: a one-stage-pair pipeline, schedule
-//! `[Start, Complete { pick: 0, success: true }, Redeliver { pick: 0 }]` — the redelivered
-//! success re-emitted the action's SUCCEEDED event, caught by the idempotency check. See the
-//! report of the commit that added this file.
+//! Can it catch a real bug? With the engine's duplicate check weakened (a result was accepted
+//! for the current attempt number even when that attempt was no longer in progress, so a
+//! redelivered success was handled again), this test failed on its first run and shrank to the
+//! smallest pipeline it generates (one source action, one build stage, SUPERSEDED) and the
+//! schedule `[Start, Start]`: draining completes the first source attempt, and applying that
+//! success a second time re-emitted the action's SUCCEEDED event, which the idempotency check
+//! reports ("applying ActionSucceeded { .. } twice had effects").
 
 mod engine_support;
 
