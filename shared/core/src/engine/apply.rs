@@ -83,6 +83,12 @@ impl PipelineState {
 /// Applies one input. On `Err` the state is exactly as before. Results from the bus about
 /// unknown or finished executions, or about an attempt other than the current one, are stale
 /// or duplicated deliveries: they return `Ok(vec![])` and change nothing.
+///
+/// After every accepted input, finished executions that no stage names as its latest are
+/// dropped from the state (the caller persists them first, by diffing). The engine therefore
+/// no longer knows them: the caller must drop a `Start` of an execution it has seen finish,
+/// and answer `NotLatestPipelineExecution` itself for a retry of a dropped execution it knows
+/// (the engine says `PipelineExecutionNotFound`).
 pub fn apply(
     state: &mut PipelineState,
     input: Input,

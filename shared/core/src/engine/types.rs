@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode};
+use crate::model::{
+    ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode,
+};
 
 /// Milliseconds since the Unix epoch. The core never reads a clock: callers pass `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -376,6 +380,9 @@ pub struct StateChange {
 }
 
 /// What the caller must do after an input was applied and the new state stored.
+// Effects live only between `apply` and their publication; boxing the job would cost every
+// caller a pattern change for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
     /// Run this action attempt (claim it first: an attempt runs at most once).

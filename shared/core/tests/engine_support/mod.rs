@@ -186,6 +186,8 @@ pub fn start_request(id: &str) -> StartRequest {
 pub struct Harness {
     pub state: PipelineState,
     pub now: Timestamp,
+    /// Every effect so far, in order.
+    pub log: Vec<Effect>,
 }
 
 impl Harness {
@@ -193,6 +195,7 @@ impl Harness {
         Harness {
             state: PipelineState::new(declaration),
             now: Timestamp(T0),
+            log: vec![],
         }
     }
 
@@ -211,6 +214,9 @@ impl Harness {
                 effects.is_empty(),
                 "a second application had effects: {effects:#?}"
             );
+        }
+        if let Ok(effects) = &result {
+            self.log.extend(effects.iter().cloned());
         }
         result
     }
@@ -235,6 +241,16 @@ impl Harness {
 
     pub fn status(&self, id: &str) -> ExecutionStatus {
         self.execution(id).status
+    }
+
+    /// The `state` of the last pipeline event about the execution (it works after the engine
+    /// dropped a finished execution).
+    pub fn last_pipeline_event(&self, id: &str) -> Option<String> {
+        published(&self.log)
+            .into_iter()
+            .rev()
+            .find(|c| c.kind == EventKind::Pipeline && c.detail["execution-id"] == id)
+            .and_then(|c| c.detail["state"].as_str().map(str::to_string))
     }
 
     pub fn attempt_of(&self, id: &str, stage: &str, action: &str) -> u32 {
