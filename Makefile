@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= examples/.work/data
-PENSTOCK := target/debug/penstock
+PENSTOCK := $(or $(CARGO_TARGET_DIR),target)/debug/penstock
 
 .PHONY: run test build-cli test-rust test-python example-repo clean-example
 

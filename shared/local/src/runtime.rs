@@ -56,8 +56,12 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// A relative `root` is taken from the current directory once, here: providers run
+    /// processes in other directories.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self { root }
     }
     pub fn state_db(&self) -> PathBuf {
         self.root.join("state.sqlite")

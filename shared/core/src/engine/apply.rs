@@ -85,15 +85,25 @@ impl PipelineState {
 /// or duplicated deliveries: they return `Ok(vec![])` and change nothing.
 ///
 /// After every accepted input, finished executions that no stage names as its latest are
-/// dropped from the state (the caller persists them first, by diffing). The engine therefore
-/// no longer knows them: the caller must drop a `Start` of an execution it has seen finish,
-/// and answer `NotLatestPipelineExecution` itself for a retry of a dropped execution it knows
-/// (the engine says `PipelineExecutionNotFound`).
+/// dropped from the state ([`apply_pruning`] hands them to the caller to persist). The engine
+/// therefore no longer knows them: the caller must drop a `Start` of an execution it has seen
+/// finish, and answer `NotLatestPipelineExecution` itself for a retry of a dropped execution it
+/// knows (the engine says `PipelineExecutionNotFound`).
 pub fn apply(
     state: &mut PipelineState,
     input: Input,
     now: Timestamp,
 ) -> Result<Vec<Effect>, EngineError> {
+    apply_pruning(state, input, now).map(|(effects, _)| effects)
+}
+
+/// [`apply`], also returning the finished executions it dropped from the state, as they were
+/// last, so the caller can store them before they are gone.
+pub fn apply_pruning(
+    state: &mut PipelineState,
+    input: Input,
+    now: Timestamp,
+) -> Result<(Vec<Effect>, Vec<Execution>), EngineError> {
     match input {
         // The hot path: never an error, so it works in place.
         Input::ActionStarted { .. }
@@ -103,9 +113,9 @@ pub fn apply(
         // Commands can be refused part-way through their checks: work on a copy.
         command => {
             let mut next = state.clone();
-            let effects = apply_in(&mut next, command, now)?;
+            let outcome = apply_in(&mut next, command, now)?;
             *state = next;
-            Ok(effects)
+            Ok(outcome)
         }
     }
 }
@@ -114,7 +124,7 @@ fn apply_in(
     state: &mut PipelineState,
     input: Input,
     now: Timestamp,
-) -> Result<Vec<Effect>, EngineError> {
+) -> Result<(Vec<Effect>, Vec<Execution>), EngineError> {
     // Inputs that change what every execution shares are recorded before the machine borrows
     // the state.
     match &input {
@@ -129,7 +139,7 @@ fn apply_in(
                 .get(stage)
                 .is_some_and(|d| d.reason == *reason)
             {
-                return Ok(vec![]);
+                return Ok((vec![], vec![]));
             }
             state.disabled_transitions.insert(
                 stage.clone(),
@@ -140,12 +150,12 @@ fn apply_in(
                 },
             );
             // Disabling only holds future arrivals: nothing moves.
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         Input::EnableTransition { stage, changed_by } => {
             require_stage(state, stage)?;
             if state.disabled_transitions.remove(stage).is_none() {
-                return Ok(vec![]);
+                return Ok((vec![], vec![]));
             }
             state.enabled_transitions.insert(
                 stage.clone(),
@@ -168,7 +178,7 @@ fn apply_in(
                 )));
             }
             if version <= state.current_version {
-                return Ok(vec![]);
+                return Ok((vec![], vec![]));
             }
             state.declarations.insert(version, declaration.clone());
             state.current_version = version;
@@ -179,12 +189,12 @@ fn apply_in(
     let mut machine = Machine::new(state, now);
     let touched = machine.handle(input)?;
     if !touched {
-        return Ok(vec![]);
+        return Ok((vec![], vec![]));
     }
     machine.progress();
     let effects = std::mem::take(&mut machine.effects);
-    prune(state);
-    Ok(effects)
+    let dropped = prune(state);
+    Ok((effects, dropped))
 }
 
 fn require_stage(state: &PipelineState, stage: &str) -> Result<(), EngineError> {
@@ -203,21 +213,29 @@ fn require_stage(state: &PipelineState, stage: &str) -> Result<(), EngineError> 
 
 /// Drops finished executions nothing refers to, `stage_latest` entries of stages the current
 /// version no longer has, declarations no kept execution runs on, and empty waiting lists.
-fn prune(state: &mut PipelineState) {
+fn prune(state: &mut PipelineState) -> Vec<Execution> {
     let current = state.declarations.get(&state.current_version);
     state
         .stage_latest
         .retain(|stage, _| current.is_some_and(|d| d.stage(stage).is_some()));
     let latest = &state.stage_latest;
-    state
+    let dropped_ids: Vec<String> = state
         .executions
-        .retain(|id, e| !e.status.is_terminal() || latest.values().any(|l| l == id));
+        .iter()
+        .filter(|(id, e)| e.status.is_terminal() && !latest.values().any(|l| l == *id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let dropped: Vec<Execution> = dropped_ids
+        .iter()
+        .filter_map(|id| state.executions.remove(id))
+        .collect();
     let executions = &state.executions;
     let current_version = state.current_version;
     state.declarations.retain(|version, _| {
         *version == current_version || executions.values().any(|e| e.pipeline_version == *version)
     });
     state.waiting.retain(|_, ids| !ids.is_empty());
+    dropped
 }
 
 /// The state, split into what the rules read and what they change, plus the effects so far.

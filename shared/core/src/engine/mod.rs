@@ -8,7 +8,7 @@ mod references;
 mod types;
 mod view;
 
-pub use apply::{APPROVAL_REJECTED, MAX_LIVE_EXECUTIONS, TIMED_OUT, apply};
+pub use apply::{APPROVAL_REJECTED, MAX_LIVE_EXECUTIONS, TIMED_OUT, apply, apply_pruning};
 pub use events::{state as event_state, trigger_type_name};
 pub use job::{
     INPUT_ARTIFACT_MISSING, VARIABLES_UNRESOLVED, action_execution_id, action_timeout_minutes,
