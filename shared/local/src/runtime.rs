@@ -423,7 +423,7 @@ fn attempt_updated(
 /// Kill the process group an interrupted attempt left running, if its work directory says
 /// which one it was (the build runner records it).
 fn kill_orphans(work_dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(work_dir.join("process-group")) else {
+    let Ok(text) = std::fs::read_to_string(work_dir.join("build").join("process-group")) else {
         return;
     };
     if let Ok(pgid) = text.trim().parse::<i32>() {
