@@ -270,7 +270,7 @@ async fn append_event(path: &Path, pipeline: &str, id: &str, change: &StateChang
         "version": "0",
         "id": id,
         "detail-type": change.kind.detail_type(),
-        "source": "penstock.codepipeline",
+        "source": penstock_app::ports::PUBLIC_EVENT_SOURCE,
         "time": change.time.to_iso8601(),
         "resources": [format!("arn:aws:codepipeline:local:000000000000:{pipeline}")],
         "detail": change.detail,
