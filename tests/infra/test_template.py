@@ -126,8 +126,7 @@ def test_artifact_bucket_refuses_plain_transport_and_unencrypted_puts(template):
     denies = [s for s in _statements(policy) if s["Effect"] == "Deny"]
     conditions = [s["Condition"] for s in denies]
     assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
-    assert {"Null": {"s3:x-amz-server-side-encryption": "true"}} in conditions
-    assert {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
+    assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
 
 
 def test_artifact_key_grants_decrypt_to_the_target_accounts(template):
