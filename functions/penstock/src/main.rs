@@ -1,5 +1,9 @@
 //! The `penstock` command: validate, run and serve pipelines on the embedded default.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    penstock::run(penstock::cli::Cli::parse())
 }

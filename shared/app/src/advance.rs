@@ -60,14 +60,16 @@ impl Engine {
             let loaded = self.repo.load_runtime(pipeline).await?;
             let now = self.clock.now();
             let mut document = loaded.value.clone();
-            let effects = engine::apply(&mut document.state, input.clone(), now)?;
-            if effects.is_empty() && document.state == loaded.value.state {
+            let (effects, dropped) =
+                engine::apply_pruning(&mut document.state, input.clone(), now)?;
+            if effects.is_empty() && dropped.is_empty() && document.state == loaded.value.state {
                 return Ok(Applied {
                     effects,
                     version: loaded.version,
                 });
             }
-            let archive = executions_to_archive(&loaded.value, &document);
+            let mut archive = executions_to_archive(&loaded.value, &document);
+            archive.extend(dropped);
             let envelopes: Vec<Envelope> = effects
                 .iter()
                 .map(|effect| Envelope {

@@ -151,6 +151,7 @@ impl Control {
         // The pipeline must exist before a token is spent on it.
         self.engine.repo.get_pipeline(pipeline).await?;
         let mut execution_id = self.engine.ids.uuid();
+        let mut repeated = false;
         if let Some(token) = &options.client_request_token {
             let expires = self.engine.clock.now().0 / 1000 + START_TOKEN_TTL_SECONDS;
             if let Some(earlier) = self
@@ -166,8 +167,21 @@ impl Control {
             {
                 if let Some(id) = earlier.get("pipelineExecutionId").and_then(|v| v.as_str()) {
                     execution_id = id.to_string();
+                    repeated = true;
                 }
             }
+        }
+        // A repeated request whose execution already finished (and left the runtime
+        // document) must not start it again.
+        if repeated
+            && self
+                .engine
+                .repo
+                .get_execution_snapshot(&execution_id)
+                .await?
+                .is_some_and(|e| e.status.is_terminal())
+        {
+            return Ok(execution_id);
         }
         let trigger = options.trigger.unwrap_or(Trigger {
             trigger_type: TriggerType::StartPipelineExecution,

@@ -5,6 +5,8 @@ pub mod advance;
 pub mod control;
 pub mod dispatch;
 pub mod error;
+pub mod memory_store;
 pub mod ports;
 pub mod repo;
 pub mod store;
+pub mod store_conformance;

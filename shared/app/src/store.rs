@@ -92,6 +92,10 @@ pub struct Query {
     /// Only sort keys starting with this prefix.
     pub sk_prefix: Option<String>,
     /// Resume after this sort key (exclusive), from a previous page's `next`.
+    ///
+    /// On [`IndexName::Gsi1`] this is the index sort key alone, so index sort keys should be
+    /// unique within an index partition when results are paged: items sharing the index sort
+    /// key of a page's last item would be skipped by the next page.
     pub after: Option<String>,
     pub limit: usize,
     /// Largest sort key first.
@@ -163,4 +167,48 @@ pub trait ItemStore: Send + Sync {
             .await?;
         Ok(versions[0])
     }
+}
+
+/// Whether an item with this expiry is live at `now` (epoch seconds). Every store uses this one
+/// rule, so "expired" means the same in the fake, on SQLite and on DynamoDB.
+pub fn is_live(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_none_or(|at| now <= at)
+}
+
+/// The checks every store makes before looking at any item: a transaction carries between one
+/// and [`MAX_TRANSACTION_WRITES`] writes and names each key at most once (DynamoDB rejects the
+/// same, so the other stores must too).
+pub fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Err(StoreError::Invalid(
+            "a transaction needs at least one write".into(),
+        ));
+    }
+    if writes.len() > MAX_TRANSACTION_WRITES {
+        return Err(StoreError::Invalid(format!(
+            "a transaction carries at most {MAX_TRANSACTION_WRITES} writes, got {}",
+            writes.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    for write in writes {
+        let key = write.key();
+        if !seen.insert(key) {
+            return Err(StoreError::Invalid(format!(
+                "the transaction names {}/{} more than once",
+                key.pk, key.sk
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The checks every store makes on a query before running it.
+pub fn validate_query(query: &Query) -> Result<(), StoreError> {
+    if query.limit == 0 {
+        return Err(StoreError::Invalid(
+            "a query limit must be at least 1".into(),
+        ));
+    }
+    Ok(())
 }

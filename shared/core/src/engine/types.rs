@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode};
+use crate::model::{
+    ActionTypeId, ArtifactStore, ExecutionMode, PipelineDeclaration, StageRetryMode,
+};
 
 /// Milliseconds since the Unix epoch. The core never reads a clock: callers pass `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -218,6 +222,9 @@ pub struct ActionRun {
     /// The open approval token of a Manual approval attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Who decided a Manual approval (`lastUpdatedBy`), when the decision named someone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_by: Option<String>,
     #[serde(default)]
     pub external: ExternalExecution,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +380,9 @@ pub struct StateChange {
 }
 
 /// What the caller must do after an input was applied and the new state stored.
+// Effects live only between `apply` and their publication; boxing the job would cost every
+// caller a pattern change for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
     /// Run this action attempt (claim it first: an attempt runs at most once).

@@ -1,0 +1,436 @@
+//! The embedded default's runtime: every function of Penstock in one process over a data
+//! directory (SQLite state, encrypted artifact files, local buckets), with the same use cases
+//! the Lambda functions run.
+//!
+//! One runner (a `penstock run` or `penstock serve`) owns a data directory at a time, enforced
+//! by an exclusive lock on `DATA_DIR/runner.lock`. Other commands (`approve`, `status`...) open
+//! the same state without the lock and leave their effects in the outbox for the runner.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use penstock_app::advance::Engine;
+use penstock_app::control::Control;
+use penstock_app::dispatch::Dispatcher;
+use penstock_app::ports::{
+    BusMessage, Clock, Envelope, EventBus, IdGenerator, RandomIds, SystemClock,
+};
+use penstock_app::repo::Repository;
+use penstock_app::store::ItemStore;
+use penstock_core::engine::{ErrorDetails, Input, StateChange};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::bus::{DetachedBus, LocalBus};
+
+/// How long an outbox may sit before the sweeper publishes it again.
+const STALE_OUTBOX_MS: i64 = 1_500;
+/// How long an in-progress attempt may go unclaimed before it is scheduled again.
+const UNCLAIMED_ATTEMPT_MS: i64 = 3_000;
+/// How often the sweeper runs on the embedded default.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {0} is in use by another running penstock (run or serve); stop it or use another --data-dir"
+    )]
+    Busy(PathBuf),
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Artifacts(String),
+}
+
+/// The parts of a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// A relative `root` is taken from the current directory once, here: providers run
+    /// processes in other directories.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self { root }
+    }
+    pub fn state_db(&self) -> PathBuf {
+        self.root.join("state.sqlite")
+    }
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+    pub fn buckets(&self) -> PathBuf {
+        self.root.join("buckets")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+    pub fn events_log(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("runner.lock")
+    }
+
+    pub fn create(&self) -> Result<(), RuntimeError> {
+        for dir in [self.root.clone(), self.artifacts(), self.buckets(), self.work()] {
+            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A state change as the runner saw it, for progress displays.
+#[derive(Debug, Clone)]
+pub struct ObservedChange {
+    pub pipeline: String,
+    pub execution_id: String,
+    pub change: StateChange,
+}
+
+/// Builds the use cases over a data directory.
+pub struct LocalParts {
+    pub data_dir: DataDir,
+    pub store: Arc<dyn ItemStore>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+impl LocalParts {
+    pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
+        data_dir.create()?;
+        let store = crate::sqlite_store::SqliteStore::open(&data_dir.state_db())
+            .map_err(|e| RuntimeError::Store(e.to_string()))?;
+        Ok(Self {
+            data_dir,
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+        })
+    }
+
+    /// Use cases for a process that is not the runner: effects wait in the outbox.
+    pub fn detached_control(&self) -> Control {
+        Control::new(Engine::new(
+            Repository::new(self.store.clone()),
+            Arc::new(DetachedBus),
+            self.clock.clone(),
+            self.ids.clone(),
+        ))
+    }
+}
+
+/// The runner: owns the data directory and executes pipelines.
+pub struct Runner {
+    pub control: Control,
+    pub dispatcher: Dispatcher,
+    pub changes: broadcast::Sender<ObservedChange>,
+    parts: Arc<LocalParts>,
+    receiver: Option<mpsc::UnboundedReceiver<Envelope>>,
+    _lock: File,
+}
+
+impl Runner {
+    /// Take the data directory's runner lock and build the runtime.
+    pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
+        let parts = LocalParts::open(data_dir)?;
+        let lock_path = parts.data_dir.lock_file();
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| RuntimeError::DataDir {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RuntimeError::Busy(parts.data_dir.root.clone()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(RuntimeError::DataDir {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let (bus, receiver) = LocalBus::new();
+        let bus: Arc<dyn EventBus> = Arc::new(bus);
+        let engine = Engine::new(
+            Repository::new(parts.store.clone()),
+            bus,
+            parts.clock.clone(),
+            parts.ids.clone(),
+        );
+        let artifacts = crate::adapters::FileArtifacts::open(&parts.data_dir.artifacts())
+            .map_err(|e| RuntimeError::Artifacts(e.to_string()))?;
+        let providers = crate::providers::LocalProviders::new(&parts.data_dir, parts.ids.clone());
+        let dispatcher = Dispatcher::new(
+            engine.clone(),
+            Arc::new(artifacts),
+            Arc::new(crate::adapters::ZipArchiver),
+            Arc::new(providers),
+            format!("local-{}", parts.ids.uuid()),
+            parts.data_dir.work(),
+        );
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Self {
+            control: Control::new(engine),
+            dispatcher,
+            changes,
+            parts: Arc::new(parts),
+            receiver: Some(receiver),
+            _lock: lock,
+        })
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.parts.data_dir
+    }
+
+    /// Start the consumer loop and the sweeper. Work left by an earlier runner (a crash, a
+    /// kill) is picked up by the first sweep.
+    pub fn start(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        if let Some(mut receiver) = self.receiver.take() {
+            let dispatcher = self.dispatcher.clone();
+            let changes = self.changes.clone();
+            let events_log = self.parts.data_dir.events_log();
+            handles.push(tokio::spawn(async move {
+                while let Some(envelope) = receiver.recv().await {
+                    consume(&dispatcher, &changes, &events_log, envelope).await;
+                }
+            }));
+        }
+        let sweeper = Sweeper {
+            dispatcher: self.dispatcher.clone(),
+            first: true,
+        };
+        handles.push(tokio::spawn(sweeper.run()));
+        handles
+    }
+}
+
+async fn consume(
+    dispatcher: &Dispatcher,
+    changes: &broadcast::Sender<ObservedChange>,
+    events_log: &Path,
+    envelope: Envelope,
+) {
+    match envelope.message {
+        BusMessage::ActionScheduled(job) => {
+            let dispatcher = dispatcher.clone();
+            tokio::spawn(async move {
+                let pipeline = job.pipeline_name.clone();
+                if let Err(e) = dispatcher.dispatch(job).await {
+                    warn!(pipeline, error = %e, "dispatch failed; the sweeper will retry");
+                }
+            });
+        }
+        BusMessage::ActionCancelled {
+            execution_id,
+            stage,
+            action,
+            attempt,
+        } => dispatcher.cancel(&execution_id, &stage, &action, attempt),
+        BusMessage::StateChange {
+            pipeline,
+            execution_id,
+            change,
+        } => {
+            append_event(events_log, &pipeline, &envelope.id, &change).await;
+            let _ = changes.send(ObservedChange {
+                pipeline,
+                execution_id,
+                change,
+            });
+        }
+    }
+}
+
+/// Append the event as EventBridge would deliver it, one JSON object per line.
+async fn append_event(path: &Path, pipeline: &str, id: &str, change: &StateChange) {
+    use tokio::io::AsyncWriteExt;
+    let line = serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": change.kind.detail_type(),
+        "source": "penstock.codepipeline",
+        "time": change.time.to_iso8601(),
+        "resources": [format!("arn:aws:codepipeline:local:000000000000:{pipeline}")],
+        "detail": change.detail,
+    });
+    let result = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        file.write_all(format!("{line}\n").as_bytes()).await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "could not append to the events log");
+    }
+}
+
+/// Finds work whose message was lost and finishes what a crash left: stale outboxes,
+/// attempts nobody claimed, attempts an earlier runner claimed but never finished, deadlines.
+struct Sweeper {
+    dispatcher: Dispatcher,
+    first: bool,
+}
+
+impl Sweeper {
+    async fn run(mut self) {
+        loop {
+            if let Err(e) = self.sweep().await {
+                warn!(error = %e, "sweep failed; trying again");
+            }
+            self.first = false;
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+        }
+    }
+
+    async fn sweep(&self) -> Result<(), penstock_app::error::AppError> {
+        let engine = &self.dispatcher.engine;
+        for pipeline in engine.repo.active_pipelines().await? {
+            // On the first sweep every outbox is stale: its writer is gone.
+            let age = if self.first { 0 } else { STALE_OUTBOX_MS };
+            engine.republish_stale_outbox(&pipeline, age).await?;
+            let runtime = engine.repo.load_runtime(&pipeline).await?;
+            let state = &runtime.value.state;
+            let now = engine.clock.now();
+            for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {
+                engine
+                    .apply(
+                        &pipeline,
+                        Input::ActionTimedOut {
+                            execution_id,
+                            stage,
+                            action,
+                            attempt,
+                        },
+                    )
+                    .await?;
+            }
+            for job in state.unclaimed_jobs() {
+                if job.deadline <= now {
+                    continue;
+                }
+                match engine.repo.get_claim(&job.action_execution_id).await? {
+                    Some(claim) if claim.owner != self.dispatcher.owner => {
+                        self.interrupted(&pipeline, &job).await?;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let since = attempt_updated(state, &job).unwrap_or(now);
+                        if self.first || now.0 - since.0 >= UNCLAIMED_ATTEMPT_MS {
+                            debug!(pipeline, action = %job.action, "scheduling an unclaimed attempt again");
+                            let _ = engine
+                                .bus
+                                .publish(vec![Envelope {
+                                    id: engine.ids.uuid(),
+                                    message: BusMessage::ActionScheduled(job),
+                                }])
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An attempt claimed by a runner that is gone (this runner holds the data directory's
+    /// lock, so any other owner is dead): it is not run again. It fails as interrupted, and
+    /// its failed actions are retried as new attempts.
+    async fn interrupted(
+        &self,
+        pipeline: &str,
+        job: &penstock_core::engine::ActionJob,
+    ) -> Result<(), penstock_app::error::AppError> {
+        let engine = &self.dispatcher.engine;
+        info!(
+            pipeline,
+            execution_id = %job.execution_id,
+            stage = %job.stage,
+            action = %job.action,
+            attempt = job.attempt,
+            "attempt interrupted by an earlier runner's exit; retrying it as a new attempt"
+        );
+        kill_orphans(&self.dispatcher.work_root.join(&job.action_execution_id));
+        engine
+            .apply(
+                pipeline,
+                Input::ActionFailed {
+                    execution_id: job.execution_id.clone(),
+                    stage: job.stage.clone(),
+                    action: job.action.clone(),
+                    attempt: job.attempt,
+                    error: ErrorDetails {
+                        code: "JobInterrupted".into(),
+                        message: "penstock stopped while this attempt ran; it was not run again"
+                            .into(),
+                    },
+                    external: Default::default(),
+                },
+            )
+            .await?;
+        if let Err(e) = engine
+            .apply(
+                pipeline,
+                Input::Retry {
+                    execution_id: job.execution_id.clone(),
+                    stage: job.stage.clone(),
+                    mode: penstock_core::model::StageRetryMode::FailedActions,
+                },
+            )
+            .await
+        {
+            info!(pipeline, error = %e, "interrupted attempt left failed (not retryable)");
+        }
+        Ok(())
+    }
+}
+
+/// When the current attempt of the job's action last changed.
+fn attempt_updated(
+    state: &penstock_core::engine::PipelineState,
+    job: &penstock_core::engine::ActionJob,
+) -> Option<penstock_core::engine::Timestamp> {
+    let execution = state.executions.get(&job.execution_id)?;
+    let stage = execution.stages.iter().find(|s| s.name == job.stage)?;
+    let action = stage.actions.iter().find(|a| a.name == job.action)?;
+    action.updated_at.or(action.started_at)
+}
+
+/// Kill the process group an interrupted attempt left running, if its work directory says
+/// which one it was (the build runner records it).
+fn kill_orphans(work_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(work_dir.join("process-group")) else {
+        return;
+    };
+    if let Ok(pgid) = text.trim().parse::<i32>() {
+        if pgid > 1 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
+    }
+}
