@@ -9,6 +9,8 @@ use penstock_app::repo::{PipelineRecord, Versioned};
 use penstock_app::store::StoreError;
 use penstock_core::engine::{Execution, SourceRevision, Trigger, TriggerType};
 use penstock_core::model::{PipelineDeclaration, StageRetryMode, Tag};
+use penstock_core::shape::{self, ViolationKind};
+use penstock_core::validate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -18,6 +20,28 @@ use crate::auth::Caller;
 use crate::paging::{self, TokenKind};
 use crate::protocol::ApiError;
 use crate::views;
+
+/// The operations this control plane serves.
+const SERVED_OPERATIONS: &[&str] = &[
+    "CreatePipeline",
+    "GetPipeline",
+    "UpdatePipeline",
+    "DeletePipeline",
+    "ListPipelines",
+    "StartPipelineExecution",
+    "StopPipelineExecution",
+    "GetPipelineExecution",
+    "ListPipelineExecutions",
+    "GetPipelineState",
+    "ListActionExecutions",
+    "PutApprovalResult",
+    "EnableStageTransition",
+    "DisableStageTransition",
+    "RetryStageExecution",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+];
 
 /// Operations of the service model that this control plane does not serve (custom action
 /// types, job workers, webhooks, rule executions, rollbacks, condition overrides).
@@ -69,8 +93,20 @@ pub async fn dispatch(
     api: &Api,
     context: &Context<'_>,
     operation: &str,
-    input: Value,
+    mut input: Value,
 ) -> Result<Value, ApiError> {
+    if !SERVED_OPERATIONS.contains(&operation) {
+        return Err(if UNSUPPORTED_OPERATIONS.contains(&operation) {
+            ApiError::client(
+                "UnknownOperationException",
+                format!("{operation} is not supported by this endpoint."),
+            )
+        } else {
+            ApiError::client("UnknownOperationException", "")
+        });
+    }
+    check_shape(operation, &input)?;
+    strip_nulls(&mut input);
     match operation {
         "CreatePipeline" => create_pipeline(api, parse(input)?).await,
         "GetPipeline" => get_pipeline(api, parse(input)?).await,
@@ -90,11 +126,59 @@ pub async fn dispatch(
         "TagResource" => tag_resource(api, parse(input)?).await,
         "UntagResource" => untag_resource(api, parse(input)?).await,
         "ListTagsForResource" => list_tags(api, parse(input)?).await,
-        other if UNSUPPORTED_OPERATIONS.contains(&other) => Err(ApiError::client(
-            "UnknownOperationException",
-            format!("{other} is not supported by this endpoint."),
-        )),
         _ => Err(ApiError::client("UnknownOperationException", "")),
+    }
+}
+
+/// Check a request against its operation's input shape in the service model: required
+/// members, types, enums, lengths, patterns and ranges, every violation with its JSON path.
+/// Members the model does not know are ignored, as AWS's JSON services do, so clients built
+/// on a newer model keep working.
+fn check_shape(operation: &str, input: &Value) -> Result<(), ApiError> {
+    let model = shape::codepipeline();
+    let Some(input_shape) = model.operation(operation).and_then(|o| o.input_shape()) else {
+        return Ok(());
+    };
+    let violations: Vec<shape::Violation> = shape::validate_shape(input_shape, input, "")
+        .map_err(|_| ApiError::internal())?
+        .into_iter()
+        .filter(|v| v.kind != ViolationKind::UnknownMember)
+        .collect();
+    if violations.is_empty() {
+        return Ok(());
+    }
+    // A value of the wrong JSON type is a deserialization failure on AWS.
+    let error_type = if violations
+        .iter()
+        .all(|v| v.kind == ViolationKind::WrongType)
+    {
+        "SerializationException"
+    } else {
+        "ValidationException"
+    };
+    let details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    Err(ApiError::client(error_type, detected(&details)))
+}
+
+/// AWS's summary line for several validation errors.
+fn detected(details: &[String]) -> String {
+    let plural = if details.len() == 1 { "" } else { "s" };
+    format!(
+        "{} validation error{plural} detected: {}",
+        details.len(),
+        details.join("; ")
+    )
+}
+
+/// Explicit nulls mean absent members in AWS's JSON protocols.
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.retain(|_, v| !v.is_null());
+            object.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
@@ -125,15 +209,30 @@ fn to_value<T: Serialize>(output: &T) -> Result<Value, ApiError> {
     serde_json::to_value(output).map_err(|_| ApiError::internal())
 }
 
-/// A pipeline declaration from its JSON, with the JSON path of what is wrong.
-fn declaration(value: Value) -> Result<PipelineDeclaration, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        ApiError::validation(format!(
-            "the pipeline declaration is not valid at 'pipeline.{path}': {}",
-            error.into_inner()
-        ))
-    })
+/// A pipeline declaration checked by the declaration validator: the service model's
+/// constraints, then CodePipeline's structural rules. The answer carries the exception of the
+/// first error and lists every error with its JSON path.
+fn declaration(pipeline: Value) -> Result<PipelineDeclaration, ApiError> {
+    let document = json!({ "pipeline": pipeline }).to_string();
+    match validate::parse_and_validate(&document) {
+        Ok(validated) => Ok(validated.declaration),
+        Err(errors) => {
+            let error_type = errors
+                .first()
+                .map_or("ValidationException", |e| e.exception.as_str());
+            let details: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    if e.path.is_empty() {
+                        e.message.clone()
+                    } else {
+                        format!("{}: {}", e.path, e.message)
+                    }
+                })
+                .collect();
+            Err(ApiError::client(error_type, detected(&details)))
+        }
+    }
 }
 
 fn page_size(requested: Option<i64>, largest: usize) -> Result<usize, ApiError> {

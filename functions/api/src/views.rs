@@ -398,6 +398,8 @@ pub struct ActionExecution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_updated_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external_execution_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_execution_url: Option<String>,
@@ -417,6 +419,7 @@ fn action_execution(action: &ActionRun) -> Option<ActionExecution> {
             ActionStatus::InProgress => action.token.clone(),
             _ => None,
         },
+        last_updated_by: non_empty(action.last_updated_by.as_ref()),
         external_execution_id: non_empty(action.external.id.as_ref()),
         external_execution_url: non_empty(action.external.url.as_ref()),
         error_details: action.error.as_ref().map(error_details),
@@ -884,6 +887,7 @@ mod tests {
             deadline: None,
             started_reported: false,
             token: None,
+            last_updated_by: None,
             external: ExternalExecution::default(),
             error: None,
             resolved_configuration: BTreeMap::new(),
