@@ -647,6 +647,8 @@ pub struct ActionExecutionDetail {
     pub action_name: String,
     pub start_time: EpochSeconds,
     pub last_update_time: EpochSeconds,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
     pub status: &'static str,
     pub input: ActionExecutionInput,
     pub output: ActionExecutionOutput,
@@ -695,6 +697,8 @@ struct Attempt<'a> {
     output_artifacts: &'a [ArtifactRef],
     output_variables: &'a BTreeMap<String, String>,
     external: &'a ExternalExecution,
+    /// Who decided it (approvals), when known.
+    updated_by: Option<&'a str>,
     error: Option<&'a ErrorDetails>,
 }
 
@@ -712,6 +716,7 @@ fn attempts(action: &ActionRun) -> Vec<Attempt<'_>> {
             output_artifacts: &h.output_artifacts,
             output_variables: &h.output_variables,
             external: &h.external,
+            updated_by: None,
             error: h.error.as_ref(),
         })
         .collect();
@@ -719,22 +724,23 @@ fn attempts(action: &ActionRun) -> Vec<Attempt<'_>> {
         .history
         .iter()
         .any(|h| Some(&h.action_execution_id) == action.action_execution_id.as_ref());
-    if let (Some(id), false) = (&action.action_execution_id, current_recorded) {
-        if action.status != ActionStatus::NotStarted {
-            let started = action.started_at.unwrap_or_default();
-            all.push(Attempt {
-                action_execution_id: id,
-                status: action.status,
-                started_at: started,
-                updated_at: action.updated_at.unwrap_or(started),
-                resolved_configuration: &action.resolved_configuration,
-                input_artifacts: &action.input_artifacts,
-                output_artifacts: &action.output_artifacts,
-                output_variables: &action.output_variables,
-                external: &action.external,
-                error: action.error.as_ref(),
-            });
-        }
+    if let (Some(id), false) = (&action.action_execution_id, current_recorded)
+        && action.status != ActionStatus::NotStarted
+    {
+        let started = action.started_at.unwrap_or_default();
+        all.push(Attempt {
+            action_execution_id: id,
+            status: action.status,
+            started_at: started,
+            updated_at: action.updated_at.unwrap_or(started),
+            resolved_configuration: &action.resolved_configuration,
+            input_artifacts: &action.input_artifacts,
+            output_artifacts: &action.output_artifacts,
+            output_variables: &action.output_variables,
+            external: &action.external,
+            updated_by: action.last_updated_by.as_deref(),
+            error: action.error.as_ref(),
+        });
     }
     all
 }
@@ -789,6 +795,7 @@ pub fn action_execution_details(
                     action_name: action.name.clone(),
                     start_time: run.started_at.into(),
                     last_update_time: run.updated_at.into(),
+                    updated_by: run.updated_by.map(str::to_string),
                     status,
                     input: ActionExecutionInput {
                         action_type_id: declared.map(action_type_id),
