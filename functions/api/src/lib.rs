@@ -87,12 +87,13 @@ pub fn router(deps: ApiDeps) -> Router {
     });
     Router::new()
         .fallback(handle)
-        .with_state(api)
-        .layer(middleware::from_fn(stamp))
+        .with_state(api.clone())
+        .layer(middleware::from_fn_with_state(api, stamp))
 }
 
-/// Give every response a request id and a `Date` (clients correct their clock skew from it).
-async fn stamp(mut request: Request, next: Next) -> Response {
+/// Give every response a request id and a `Date` from the clock signatures are checked
+/// against: clients correct their clock skew from it.
+async fn stamp(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
@@ -100,7 +101,7 @@ async fn stamp(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(api.now())) {
         headers.insert(header::DATE, value);
     }
     response
@@ -136,6 +137,11 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
 }
 
 impl Api {
+    /// The server's time, from the engine's clock.
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.control.engine.clock.now().0.max(0) as u64)
+    }
+
     async fn serve(&self, request: Request) -> Result<serde_json::Value, ApiError> {
         let (parts, body) = request.into_parts();
         if parts.method != Method::POST {

@@ -19,10 +19,12 @@ use penstock_api::{ApiDeps, router};
 use penstock_app::advance::Engine;
 use penstock_app::control::Control;
 use penstock_app::memory_store::MemoryStore;
-use penstock_app::ports::{BusError, BusMessage, Envelope, EventBus, RandomIds, SystemClock};
+use penstock_app::ports::{
+    BusError, BusMessage, Clock, Envelope, EventBus, RandomIds, SystemClock,
+};
 use penstock_app::repo::Repository;
 use penstock_core::engine::{
-    ActionJob, ArtifactRef, ErrorDetails, ExternalExecution, Input, is_manual_approval,
+    ActionJob, ArtifactRef, ErrorDetails, ExternalExecution, Input, Timestamp, is_manual_approval,
 };
 use penstock_core::model::ActionCategory;
 use serde_json::{Value, json};
@@ -48,6 +50,15 @@ impl EventBus for RecordingBus {
             .map_err(|_| BusError::Unavailable("poisoned".into()))?
             .extend(envelopes);
         Ok(())
+    }
+}
+
+/// The system clock moved by a fixed number of milliseconds.
+pub struct OffsetClock(pub i64);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemClock.now().0 + self.0)
     }
 }
 
@@ -235,12 +246,21 @@ impl Harness {
 
     /// A harness whose dependencies `adjust` may change (clock skew, body limit...).
     pub fn with(adjust: impl FnOnce(&mut ApiDeps)) -> Self {
+        Self::build(Arc::new(SystemClock), adjust)
+    }
+
+    /// A harness whose server clock runs `minutes` ahead of the system clock.
+    pub fn with_server_clock_ahead(minutes: i64) -> Self {
+        Self::build(Arc::new(OffsetClock(minutes * 60_000)), |_| {})
+    }
+
+    fn build(clock: Arc<dyn Clock>, adjust: impl FnOnce(&mut ApiDeps)) -> Self {
         let store = Arc::new(MemoryStore::new());
         let bus = Arc::new(RecordingBus::default());
         let engine = Engine::new(
             Repository::new(store.clone()),
             bus.clone(),
-            Arc::new(SystemClock),
+            clock,
             Arc::new(RandomIds),
         );
         let control = Control::new(engine);
