@@ -44,17 +44,24 @@ impl Progress {
         }
         for stage in &execution.stages {
             let previous = self.stages.get(&stage.name).copied().flatten();
+            let mut stage_line = None;
             if stage.status != previous {
                 if let Some(status) = stage.status {
-                    let _ = writeln!(
-                        out,
+                    stage_line = Some(format!(
                         "{} stage  {:<24} {:?}",
                         elapsed(stage.updated_at.or(stage.entered_at)),
                         stage.name,
                         status
-                    );
+                    ));
                 }
                 self.stages.insert(stage.name.clone(), stage.status);
+            }
+            // A stage that starts is shown before its actions; one that ends, after them.
+            let entering = stage.status == Some(StageStatus::InProgress);
+            if entering {
+                if let Some(line) = stage_line.take() {
+                    let _ = writeln!(out, "{line}");
+                }
             }
             for action in &stage.actions {
                 let key = (stage.name.clone(), action.name.clone());
@@ -86,6 +93,9 @@ impl Progress {
                         let _ = writeln!(out, "        {}: {}", error.code, first_line(&error.message));
                     }
                 }
+            }
+            if let Some(line) = stage_line {
+                let _ = writeln!(out, "{line}");
             }
         }
         let _ = out.flush();

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let execution = follow(&runner, &name, &execution_id, args.approvals).await?;
     let mut out = std::io::stdout();
     summary(&execution, &mut out);
-    print_deployments(&execution, &runner, &mut out);
+    print_links(&execution, &record.declaration, &mut out);
     Ok(exit_code(execution.status))
 }
 
@@ -121,6 +121,8 @@ pub async fn follow(
                 }
             };
             if let Some((approved, summary)) = decision {
+                let verdict = if approved { "approved" } else { "rejected" };
+                println!("        {verdict} {stage}.{action}");
                 runner
                     .control
                     .put_approval_result(pipeline, &stage, &action, &token, approved, summary)
@@ -173,28 +175,33 @@ async fn ask(stage: &str, action: &str) -> anyhow::Result<Option<(bool, String)>
     Ok(Some((approved, format!("{verdict} at the terminal"))))
 }
 
-/// Say where local S3 deploys put their result.
-fn print_deployments(execution: &Execution, runner: &Runner, out: &mut impl Write) {
+/// Say where deploys put their result and where build logs are.
+fn print_links(
+    execution: &Execution,
+    declaration: &penstock_core::model::PipelineDeclaration,
+    out: &mut impl Write,
+) {
+    use penstock_core::model::ActionCategory;
     for stage in &execution.stages {
         for action in &stage.actions {
-            if action.status != ActionStatus::Succeeded {
+            let Some(path) = action
+                .external
+                .url
+                .as_deref()
+                .and_then(|url| url.strip_prefix("file://"))
+            else {
                 continue;
-            }
-            if let Some(url) = &action.external.url {
-                if let Some(path) = url.strip_prefix("file://") {
-                    let _ = writeln!(
-                        out,
-                        "{}.{} deployed to {}",
-                        stage.name,
-                        action.name,
-                        display_path(Path::new(path), runner)
-                    );
-                }
-            }
+            };
+            let category = declaration
+                .stage(&stage.name)
+                .and_then(|s| s.actions.iter().find(|a| a.name == action.name))
+                .map(|a| a.action_type_id.category);
+            let what = match (category, action.status) {
+                (Some(ActionCategory::Deploy), ActionStatus::Succeeded) => "deployed to",
+                (Some(ActionCategory::Build | ActionCategory::Test), _) => "log:",
+                _ => continue,
+            };
+            let _ = writeln!(out, "{}.{} {what} {path}", stage.name, action.name);
         }
     }
-}
-
-fn display_path(path: &Path, _runner: &Runner) -> String {
-    path.display().to_string()
 }

@@ -301,7 +301,8 @@ fn a_killed_run_is_finished_by_serve_without_running_an_attempt_twice() {
         .spawn()
         .unwrap();
     let status = wait_for_status(&ws, "crashy", Duration::from_secs(120), |s| {
-        s.contains("Succeeded") || s.contains(" Failed")
+        let execution_line = s.lines().next().unwrap_or("");
+        execution_line.contains("Succeeded") || execution_line.contains("Failed")
     });
     serve.kill().ok();
     serve.wait().ok();
@@ -314,5 +315,10 @@ fn a_killed_run_is_finished_by_serve_without_running_an_attempt_twice() {
     let ids: Vec<&str> = ledger.lines().collect();
     let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), unique.len(), "an attempt ran twice: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        2,
+        "the interrupted attempt and its one replacement: {ids:?}"
+    );
     assert!(ws.data().join("buckets/site/index.html").exists(), "artifact not lost");
 }

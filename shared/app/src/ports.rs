@@ -29,6 +29,48 @@ pub enum BusMessage {
     },
 }
 
+/// `source` of Penstock's internal events (on AWS: EventBridge entries between the functions).
+pub const INTERNAL_EVENT_SOURCE: &str = "penstock";
+/// `source` of the CodePipeline-compatible state-change events (an `aws.` source can only be
+/// used by AWS itself; rules written for CodePipeline need only this changed).
+pub const PUBLIC_EVENT_SOURCE: &str = "penstock.codepipeline";
+/// `detail-type` of [`BusMessage::ActionScheduled`].
+pub const ACTION_SCHEDULED: &str = "Penstock Action Scheduled";
+/// `detail-type` of [`BusMessage::ActionCancelled`].
+pub const ACTION_CANCELLED: &str = "Penstock Action Cancelled";
+
+impl BusMessage {
+    /// The EventBridge `source` this message is published under.
+    pub fn source(&self) -> &'static str {
+        match self {
+            BusMessage::StateChange { .. } => PUBLIC_EVENT_SOURCE,
+            _ => INTERNAL_EVENT_SOURCE,
+        }
+    }
+
+    /// The EventBridge `detail-type`.
+    pub fn detail_type(&self) -> &'static str {
+        match self {
+            BusMessage::ActionScheduled(_) => ACTION_SCHEDULED,
+            BusMessage::ActionCancelled { .. } => ACTION_CANCELLED,
+            BusMessage::StateChange { change, .. } => change.kind.detail_type(),
+        }
+    }
+
+    /// Every `(source, detail-type)` pair Penstock publishes: infrastructure rules must match
+    /// exactly these.
+    pub fn published_event_types() -> Vec<(&'static str, &'static str)> {
+        use penstock_core::engine::EventKind;
+        vec![
+            (INTERNAL_EVENT_SOURCE, ACTION_SCHEDULED),
+            (INTERNAL_EVENT_SOURCE, ACTION_CANCELLED),
+            (PUBLIC_EVENT_SOURCE, EventKind::Pipeline.detail_type()),
+            (PUBLIC_EVENT_SOURCE, EventKind::Stage.detail_type()),
+            (PUBLIC_EVENT_SOURCE, EventKind::Action.detail_type()),
+        ]
+    }
+}
+
 /// A bus message with the id that makes redeliveries recognisable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

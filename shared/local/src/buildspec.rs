@@ -917,6 +917,15 @@ impl Runner<'_> {
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(BuildError::Spawn)?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        // Recorded so that a runner taking over after a crash can end what this one left
+        // running (the shell outlives a killed runner until its current command ends).
+        if let Some(pgid) = pgid {
+            let _ = tokio::fs::write(
+                self.request.work_dir.join("process-group"),
+                format!("{pgid}\n"),
+            )
+            .await;
+        }
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(BuildError::Spawn(io::Error::other("shell pipes missing")));
         };

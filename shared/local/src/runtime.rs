@@ -270,7 +270,7 @@ async fn append_event(path: &Path, pipeline: &str, id: &str, change: &StateChang
         "version": "0",
         "id": id,
         "detail-type": change.kind.detail_type(),
-        "source": "penstock.codepipeline",
+        "source": penstock_app::ports::PUBLIC_EVENT_SOURCE,
         "time": change.time.to_iso8601(),
         "resources": [format!("arn:aws:codepipeline:local:000000000000:{pipeline}")],
         "detail": change.detail,
@@ -423,7 +423,7 @@ fn attempt_updated(
 /// Kill the process group an interrupted attempt left running, if its work directory says
 /// which one it was (the build runner records it).
 fn kill_orphans(work_dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(work_dir.join("process-group")) else {
+    let Ok(text) = std::fs::read_to_string(work_dir.join("build").join("process-group")) else {
         return;
     };
     if let Ok(pgid) = text.trim().parse::<i32>() {
