@@ -102,7 +102,10 @@ pub async fn dispatch(
                 format!("{operation} is not supported by this endpoint."),
             )
         } else {
-            ApiError::client("UnknownOperationException", "")
+            ApiError::client(
+                "UnknownOperationException",
+                format!("{operation} is not a CodePipeline operation."),
+            )
         });
     }
     check_shape(operation, &input)?;
@@ -126,7 +129,7 @@ pub async fn dispatch(
         "TagResource" => tag_resource(api, parse(input)?).await,
         "UntagResource" => untag_resource(api, parse(input)?).await,
         "ListTagsForResource" => list_tags(api, parse(input)?).await,
-        _ => Err(ApiError::client("UnknownOperationException", "")),
+        _ => Err(ApiError::internal()),
     }
 }
 
@@ -1006,6 +1009,18 @@ async fn list_tags(api: &Api, input: ListTagsInput) -> Result<Value, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_model_operation_is_either_served_or_declared_unsupported() {
+        let mut known: Vec<&str> = SERVED_OPERATIONS
+            .iter()
+            .chain(UNSUPPORTED_OPERATIONS)
+            .copied()
+            .collect();
+        known.sort_unstable();
+        let model: Vec<&str> = shape::operation_input_shapes().map(|(name, _)| name).collect();
+        assert_eq!(known, model);
+    }
 
     #[test]
     fn missing_members_are_validation_errors_naming_the_member() {

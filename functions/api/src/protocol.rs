@@ -126,7 +126,10 @@ pub fn operation_name(target: Option<&HeaderValue>) -> Result<&str, ApiError> {
     let target = target.and_then(|v| v.to_str().ok()).unwrap_or_default();
     match target.strip_prefix(TARGET_PREFIX) {
         Some(operation) if !operation.is_empty() => Ok(operation),
-        _ => Err(ApiError::client("UnknownOperationException", "")),
+        _ => Err(ApiError::client(
+            "UnknownOperationException",
+            format!("X-Amz-Target must name an operation: {TARGET_PREFIX}<Operation>"),
+        )),
     }
 }
 

@@ -407,6 +407,68 @@ async fn starting_is_idempotent_per_client_request_token_and_needs_the_pipeline(
 }
 
 #[tokio::test]
+async fn a_start_carries_its_variables_and_pinned_source_revisions() {
+    let h = Harness::new();
+    let mut declaration = pipeline("web");
+    declaration["pipelineType"] = json!("V2");
+    declaration["variables"] = json!([{"name": "Env", "defaultValue": "dev"}]);
+    h.call("CreatePipeline", json!({ "pipeline": declaration }))
+        .await
+        .ok();
+    h.script("Checkout", Script::Hold);
+    let started = h
+        .call(
+            "StartPipelineExecution",
+            json!({
+                "name": "web",
+                "variables": [{"name": "Env", "value": "prod"}],
+                "sourceRevisions": [{
+                    "actionName": "Checkout",
+                    "revisionType": "S3_OBJECT_VERSION_ID",
+                    "revisionValue": "v-7"
+                }]
+            }),
+        )
+        .await
+        .ok();
+    let id = started["pipelineExecutionId"].as_str().unwrap().to_string();
+    h.drive().await;
+    let execution = h
+        .call(
+            "GetPipelineExecution",
+            json!({ "pipelineName": "web", "pipelineExecutionId": id }),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        execution["pipelineExecution"]["variables"],
+        json!([{"name": "Env", "resolvedValue": "prod"}])
+    );
+    let listed = h
+        .call("ListPipelineExecutions", json!({ "pipelineName": "web" }))
+        .await
+        .ok();
+    assert_eq!(
+        listed["pipelineExecutionSummaries"][0]["sourceRevisions"],
+        json!([{"actionName": "Checkout", "revisionId": "v-7"}])
+    );
+    h.call(
+        "StartPipelineExecution",
+        json!({ "name": "web", "variables": [{"name": "Env", "value": "a"}, {"name": "Env", "value": "b"}] }),
+    )
+    .await
+    .refused("ValidationException");
+    h.call(
+        "StartPipelineExecution",
+        json!({ "name": "web", "sourceRevisions": [{
+            "actionName": "Checkout", "revisionType": "BRANCH", "revisionValue": "main"
+        }] }),
+    )
+    .await
+    .refused("ValidationException");
+}
+
+#[tokio::test]
 async fn reading_unknown_executions_says_what_is_missing() {
     let h = Harness::new();
     h.create("web").await;
