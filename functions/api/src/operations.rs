@@ -1018,7 +1018,9 @@ mod tests {
             .copied()
             .collect();
         known.sort_unstable();
-        let model: Vec<&str> = shape::operation_input_shapes().map(|(name, _)| name).collect();
+        let model: Vec<&str> = shape::operation_input_shapes()
+            .map(|(name, _)| name)
+            .collect();
         assert_eq!(known, model);
     }
 
