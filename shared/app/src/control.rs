@@ -46,6 +46,7 @@ impl Control {
         mut declaration: PipelineDeclaration,
         tags: Vec<Tag>,
     ) -> Result<PipelineRecord, AppError> {
+        check(&declaration)?;
         declaration.version = Some(1);
         let now = self.engine.clock.now();
         let record = PipelineRecord {
@@ -64,6 +65,7 @@ impl Control {
         &self,
         mut declaration: PipelineDeclaration,
     ) -> Result<PipelineRecord, AppError> {
+        check(&declaration)?;
         for _ in 0..10 {
             let current = self.engine.repo.get_pipeline(&declaration.name).await?;
             let version = current.value.declaration.version.unwrap_or(1) + 1;
@@ -334,6 +336,16 @@ impl Control {
             }
         }
         Ok((executions, next))
+    }
+}
+
+/// CodePipeline's structural rules; callers that parse JSON check shapes before this.
+fn check(declaration: &PipelineDeclaration) -> Result<(), AppError> {
+    let findings = penstock_core::validate::check_declaration(declaration, "pipeline");
+    if findings.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::InvalidDeclaration(findings.errors))
     }
 }
 

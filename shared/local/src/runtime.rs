@@ -15,7 +15,7 @@ use penstock_app::advance::Engine;
 use penstock_app::control::Control;
 use penstock_app::dispatch::Dispatcher;
 use penstock_app::ports::{
-    BusMessage, Clock, Envelope, EventBus, IdGenerator, RandomIds, SystemClock,
+    BusMessage, Clock, Envelope, EventBus, IdGenerator, ProviderRegistry, RandomIds, SystemClock,
 };
 use penstock_app::repo::Repository;
 use penstock_app::store::ItemStore;
@@ -144,8 +144,18 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Take the data directory's runner lock and build the runtime.
+    /// Take the data directory's runner lock and build the runtime with the local providers.
     pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
+        Self::open_with(data_dir, |data_dir, ids| {
+            Arc::new(crate::providers::LocalProviders::new(data_dir, ids))
+        })
+    }
+
+    /// [`Runner::open`] with other action providers (benchmarks, embedding).
+    pub fn open_with(
+        data_dir: DataDir,
+        providers: impl FnOnce(&DataDir, Arc<dyn IdGenerator>) -> Arc<dyn ProviderRegistry>,
+    ) -> Result<Self, RuntimeError> {
         let parts = LocalParts::open(data_dir)?;
         let lock_path = parts.data_dir.lock_file();
         let lock = File::options()
@@ -179,12 +189,12 @@ impl Runner {
         );
         let artifacts = crate::adapters::FileArtifacts::open(&parts.data_dir.artifacts())
             .map_err(|e| RuntimeError::Artifacts(e.to_string()))?;
-        let providers = crate::providers::LocalProviders::new(&parts.data_dir, parts.ids.clone());
+        let providers = providers(&parts.data_dir, parts.ids.clone());
         let dispatcher = Dispatcher::new(
             engine.clone(),
             Arc::new(artifacts),
             Arc::new(crate::adapters::ZipArchiver),
-            Arc::new(providers),
+            providers,
             format!("local-{}", parts.ids.uuid()),
             parts.data_dir.work(),
         );
