@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use penstock_api::ApiDeps;
-use penstock_api::auth::Credentials;
 use penstock_local::runtime::{DataDir, Runner};
 
 pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
@@ -17,26 +16,35 @@ pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
         "penstock serve: running pipelines of {}",
         data_dir.display()
     );
-    match api_credentials() {
-        Some(credentials) => {
-            let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
-            let account =
-                std::env::var("PENSTOCK_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
-            let deps = ApiDeps::new(runner.control.clone(), credentials, region, account);
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| anyhow::anyhow!("--listen {address}: {e}"))?;
-            let bound = listener.local_addr()?;
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, penstock_api::router(deps)).await {
-                    tracing::error!(error = %e, "the API server stopped");
-                }
-            }));
-            println!("penstock serve: CodePipeline API on http://{bound}");
+    let keys = crate::api_keys::load_or_create(runner.data_dir().root.as_path())?;
+    let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
+    let account = std::env::var("PENSTOCK_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
+    let deps = ApiDeps::new(runner.control.clone(), keys.credentials(), region.clone(), account);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {address}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, penstock_api::router(deps)).await {
+            tracing::error!(error = %e, "the API server stopped");
         }
-        None => eprintln!(
-            "penstock serve: API disabled; set PENSTOCK_ACCESS_KEY_ID and \
-             PENSTOCK_SECRET_ACCESS_KEY to serve the CodePipeline API on {address}"
+    }));
+    println!("penstock serve: CodePipeline API on http://{bound}");
+    let endpoint = format!("http://{bound}");
+    match &keys.file {
+        Some(file) if keys.created => {
+            println!(
+                "penstock serve: created API credentials in {} (mode 0600). To use the aws CLI:",
+                file.display()
+            );
+            print!("{}", keys.shell_lines(&endpoint, &region));
+        }
+        Some(_) => println!(
+            "penstock serve: aws CLI settings: eval \"$(penstock --data-dir {} credentials --endpoint-url {endpoint})\"",
+            data_dir.display()
+        ),
+        None => println!(
+            "penstock serve: API credentials from PENSTOCK_ACCESS_KEY_ID/PENSTOCK_SECRET_ACCESS_KEY"
         ),
     }
     shutdown_signal().await;
@@ -44,13 +52,6 @@ pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
         task.abort();
     }
     Ok(0)
-}
-
-/// The key pair API clients sign with, from the environment.
-fn api_credentials() -> Option<Credentials> {
-    let key = std::env::var("PENSTOCK_ACCESS_KEY_ID").ok()?;
-    let secret = std::env::var("PENSTOCK_SECRET_ACCESS_KEY").ok()?;
-    (!key.is_empty() && !secret.is_empty()).then(|| Credentials::single(key, secret))
 }
 
 /// Ctrl-C or SIGTERM.
