@@ -69,15 +69,16 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ApiKeys> {
         std::env::var("PENSTOCK_ACCESS_KEY_ID").ok(),
         std::env::var("PENSTOCK_SECRET_ACCESS_KEY").ok(),
     );
-    if let (Some(key), Some(secret)) = from_env {
-        if !key.is_empty() && !secret.is_empty() {
-            return Ok(ApiKeys {
-                access_key_id: key,
-                secret_access_key: secret,
-                file: None,
-                created: false,
-            });
-        }
+    if let (Some(key), Some(secret)) = from_env
+        && !key.is_empty()
+        && !secret.is_empty()
+    {
+        return Ok(ApiKeys {
+            access_key_id: key,
+            secret_access_key: secret,
+            file: None,
+            created: false,
+        });
     }
     let path = data_dir.join(FILE);
     if let Some(keys) = read(&path)? {

@@ -83,7 +83,12 @@ async fn run_async(data_dir: &std::path::Path, command: &Command) -> anyhow::Res
         }
         Command::Serve(args) => serve_cmd::serve(data_dir, &args.listen).await,
         Command::Status(args) => {
-            state_cmds::status(data_dir, args.pipeline.as_deref(), args.execution.as_deref()).await
+            state_cmds::status(
+                data_dir,
+                args.pipeline.as_deref(),
+                args.execution.as_deref(),
+            )
+            .await
         }
         Command::Approve(args) | Command::Reject(args) => {
             let approved = matches!(command, Command::Approve(_));
@@ -98,8 +103,12 @@ async fn run_async(data_dir: &std::path::Path, command: &Command) -> anyhow::Res
             .await
         }
         Command::Start(args) => {
-            state_cmds::start(data_dir, &args.pipeline, args.variables.iter().cloned().collect())
-                .await
+            state_cmds::start(
+                data_dir,
+                &args.pipeline,
+                args.variables.iter().cloned().collect(),
+            )
+            .await
         }
         Command::Credentials(args) => {
             let keys = api_keys::load_or_create(data_dir)?;

@@ -19,7 +19,12 @@ pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
     let keys = crate::api_keys::load_or_create(runner.data_dir().root.as_path())?;
     let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
     let account = std::env::var("PENSTOCK_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
-    let deps = ApiDeps::new(runner.control.clone(), keys.credentials(), region.clone(), account);
+    let deps = ApiDeps::new(
+        runner.control.clone(),
+        keys.credentials(),
+        region.clone(),
+        account,
+    );
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {address}: {e}"))?;

@@ -99,11 +99,15 @@ impl Engine {
                     return Ok(Applied { effects, version });
                 }
                 Err(AppError::Store(crate::store::StoreError::Conflict { .. })) => {
-                    debug!(pipeline, attempt, "runtime document changed meanwhile; applying again");
+                    debug!(
+                        pipeline,
+                        attempt, "runtime document changed meanwhile; applying again"
+                    );
                     // The first retry goes at once (the usual case: two actions of a stage
                     // finishing together); after that, spread racing writers apart a little.
                     if attempt > 0 {
-                        let jitter = u64::from(self.ids.uuid().as_bytes()[0]) % u64::from(attempt.min(8) + 1);
+                        let jitter = u64::from(self.ids.uuid().as_bytes()[0])
+                            % u64::from(attempt.min(8) + 1);
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                     }
                 }

@@ -166,11 +166,10 @@ impl Control {
                     expires,
                 )
                 .await?
+                && let Some(id) = earlier.get("pipelineExecutionId").and_then(|v| v.as_str())
             {
-                if let Some(id) = earlier.get("pipelineExecutionId").and_then(|v| v.as_str()) {
-                    execution_id = id.to_string();
-                    repeated = true;
-                }
+                execution_id = id.to_string();
+                repeated = true;
             }
         }
         // A repeated request whose execution already finished (and left the runtime
@@ -303,12 +302,17 @@ impl Control {
         pipeline: &str,
         execution_id: &str,
     ) -> Result<Execution, AppError> {
-        if let Ok(runtime) = self.engine.repo.load_runtime(pipeline).await {
-            if let Some(execution) = runtime.value.state.executions.get(execution_id) {
-                return Ok(execution.clone());
-            }
+        if let Ok(runtime) = self.engine.repo.load_runtime(pipeline).await
+            && let Some(execution) = runtime.value.state.executions.get(execution_id)
+        {
+            return Ok(execution.clone());
         }
-        match self.engine.repo.get_execution_snapshot(execution_id).await? {
+        match self
+            .engine
+            .repo
+            .get_execution_snapshot(execution_id)
+            .await?
+        {
             Some(execution) if execution.pipeline_name == pipeline => Ok(execution),
             _ => Err(AppError::ExecutionNotFound(format!(
                 "execution {execution_id} of pipeline {pipeline} not found"

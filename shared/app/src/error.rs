@@ -52,9 +52,7 @@ impl AppError {
             AppError::ExecutionNotFound(_) => "PipelineExecutionNotFoundException",
             AppError::Contended(_) => "ConflictException",
             AppError::Store(StoreError::Throttled(_)) => "ThrottlingException",
-            AppError::Store(_) | AppError::Bus(_) | AppError::Internal(_) => {
-                "InternalFailure"
-            }
+            AppError::Store(_) | AppError::Bus(_) | AppError::Internal(_) => "InternalFailure",
         }
     }
 

@@ -83,7 +83,12 @@ impl DataDir {
     }
 
     pub fn create(&self) -> Result<(), RuntimeError> {
-        for dir in [self.root.clone(), self.artifacts(), self.buckets(), self.work()] {
+        for dir in [
+            self.root.clone(),
+            self.artifacts(),
+            self.buckets(),
+            self.work(),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir {
                 path: dir.clone(),
                 source,
@@ -112,7 +117,7 @@ pub struct LocalParts {
 impl LocalParts {
     pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
         data_dir.create()?;
-        let store = crate::sqlite_store::SqliteStore::open(&data_dir.state_db())
+        let store = crate::sqlite_store::SqliteStore::open(data_dir.state_db())
             .map_err(|e| RuntimeError::Store(e.to_string()))?;
         Ok(Self {
             data_dir,
@@ -436,11 +441,11 @@ fn kill_orphans(work_dir: &Path) {
     let Ok(text) = std::fs::read_to_string(work_dir.join("build").join("process-group")) else {
         return;
     };
-    if let Ok(pgid) = text.trim().parse::<i32>() {
-        if pgid > 1 {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
-        }
+    if let Ok(pgid) = text.trim().parse::<i32>()
+        && pgid > 1
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status();
     }
 }
