@@ -1,0 +1,1 @@
+//! Trigger intake over HTTP and from AWS events.
