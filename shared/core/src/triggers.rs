@@ -643,6 +643,82 @@ pub fn start_token(pipeline: &str, source_action: &str, identity: &[String]) -> 
         .collect()
 }
 
+/// The pipeline tag that gives a pipeline a schedule on the embedded default
+/// (`penstock:schedule` = `rate(1 day)` or `cron(0 6 ? * MON-FRI *)`).
+pub const SCHEDULE_TAG: &str = "penstock:schedule";
+/// The pipeline tag naming the EventBridge rule whose scheduled events start the pipeline; a
+/// rule named like the pipeline needs no tag.
+pub const SCHEDULE_RULE_TAG: &str = "penstock:schedule-rule";
+
+/// Whether a scheduled event of `rule` (its name, or its ARN) starts the pipeline `name` with
+/// `tags`: the pipeline's `penstock:schedule-rule` tag names the rule, or, without that tag, the
+/// rule has the pipeline's name.
+pub fn schedule_rule_starts(rule: &str, name: &str, tags: &[crate::model::Tag]) -> bool {
+    let rule_name = rule.rsplit(['/', ':']).next().unwrap_or(rule);
+    match tags.iter().find(|t| t.key == SCHEDULE_RULE_TAG) {
+        Some(tag) => tag.value == rule_name || tag.value == rule,
+        None => rule_name == name,
+    }
+}
+
+/// The `Source/AWS/S3` actions watching exactly `bucket` and `key`.
+pub fn s3_sources_watching<'d>(
+    declaration: &'d PipelineDeclaration,
+    bucket: &str,
+    key: &str,
+) -> Vec<&'d ActionDeclaration> {
+    source_actions(declaration, ActionOwner::Aws, "S3")
+        .filter(|a| {
+            a.configuration.get("S3Bucket").map(String::as_str) == Some(bucket)
+                && a.configuration.get("S3ObjectKey").map(String::as_str) == Some(key)
+        })
+        .collect()
+}
+
+/// The `Source/AWS/ECR` actions watching `repository` at `tag` (`ImageTag` defaults to
+/// `latest`, as in CodePipeline).
+pub fn ecr_sources_watching<'d>(
+    declaration: &'d PipelineDeclaration,
+    repository: &str,
+    tag: &str,
+) -> Vec<&'d ActionDeclaration> {
+    source_actions(declaration, ActionOwner::Aws, "ECR")
+        .filter(|a| {
+            a.configuration.get("RepositoryName").map(String::as_str) == Some(repository)
+                && a.configuration
+                    .get("ImageTag")
+                    .map(String::as_str)
+                    .unwrap_or("latest")
+                    == tag
+        })
+        .collect()
+}
+
+fn source_actions<'d>(
+    declaration: &'d PipelineDeclaration,
+    owner: ActionOwner,
+    provider: &'d str,
+) -> impl Iterator<Item = &'d ActionDeclaration> {
+    declaration
+        .stages
+        .first()
+        .into_iter()
+        .flat_map(move |stage| {
+            stage.actions.iter().filter(move |a| {
+                a.action_type_id.category == ActionCategory::Source
+                    && a.action_type_id.owner == owner
+                    && a.action_type_id.provider == provider
+            })
+        })
+}
+
+/// An event's RFC 3339 time (`2015-10-08T16:53:06Z`) as a [`Timestamp`].
+pub fn parse_event_time(text: &str) -> Option<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| Timestamp(t.timestamp_millis()))
+}
+
 /// An EventBridge schedule expression.
 #[derive(Debug, Clone)]
 pub enum Schedule {
