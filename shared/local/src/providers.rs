@@ -52,9 +52,8 @@ impl ProviderRegistry for LocalProviders {
             (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
             (C::Deploy, O::Aws, "S3") => Some(self.s3_deploy.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
-            (C::Source, O::Aws, "CodeStarSourceConnection") | (C::Source, O::ThirdParty, "GitHub") => {
-                Some(self.github.clone())
-            }
+            (C::Source, O::Aws, "CodeStarSourceConnection")
+            | (C::Source, O::ThirdParty, "GitHub") => Some(self.github.clone()),
             _ => None,
         }
     }
