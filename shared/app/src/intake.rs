@@ -77,6 +77,15 @@ pub struct IntakeReport {
     pub problems: Vec<String>,
 }
 
+impl IntakeReport {
+    fn duplicate() -> Self {
+        Self {
+            duplicate: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// An S3 object that was created (or overwritten).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3ObjectCreated {
@@ -122,8 +131,12 @@ impl Intake {
         &self.control
     }
 
-    /// Remember `id` in `scope`; `false` when it was seen before.
-    async fn first_delivery(&self, scope: &str, id: &str) -> Result<bool, AppError> {
+    /// Remember the delivery `id` (when there is one) in `scope`; `true` when it was seen
+    /// before.
+    async fn seen_before(&self, scope: &str, id: Option<&str>) -> Result<bool, AppError> {
+        let Some(id) = id else {
+            return Ok(false);
+        };
         let engine = &self.control.engine;
         let now = engine.clock.now();
         let expires = now.0 / 1000 + DELIVERY_TTL_SECONDS;
@@ -131,7 +144,7 @@ impl Intake {
             .repo
             .remember(scope, id, &json!({ "receivedAt": now.0 }), expires)
             .await?;
-        Ok(earlier.is_none())
+        Ok(earlier.is_some())
     }
 
     async fn pipelines(&self) -> Result<Vec<PipelineRecord>, AppError> {
@@ -159,17 +172,9 @@ impl Intake {
         delivery: Option<&str>,
         mut event: GitEvent,
     ) -> Result<IntakeReport, AppError> {
-        if let Some(id) = delivery {
-            if !self.first_delivery(GITHUB_DELIVERY_SCOPE, id).await? {
-                info!(
-                    delivery = id,
-                    "GitHub delivery seen before; nothing started"
-                );
-                return Ok(IntakeReport {
-                    duplicate: true,
-                    ..Default::default()
-                });
-            }
+        if self.seen_before(GITHUB_DELIVERY_SCOPE, delivery).await? {
+            info!(delivery, "GitHub delivery seen before; nothing started");
+            return Ok(IntakeReport::duplicate());
         }
         let pipelines = self.pipelines().await?;
         let mut report = IntakeReport::default();
@@ -255,13 +260,8 @@ impl Intake {
         rule: &str,
         fired_at: Timestamp,
     ) -> Result<IntakeReport, AppError> {
-        if let Some(id) = event_id {
-            if !self.first_delivery(EVENT_SCOPE, id).await? {
-                return Ok(IntakeReport {
-                    duplicate: true,
-                    ..Default::default()
-                });
-            }
+        if self.seen_before(EVENT_SCOPE, event_id).await? {
+            return Ok(IntakeReport::duplicate());
         }
         let mut report = IntakeReport::default();
         for record in self.pipelines().await? {
@@ -329,13 +329,8 @@ impl Intake {
         event_id: Option<&str>,
         object: &S3ObjectCreated,
     ) -> Result<IntakeReport, AppError> {
-        if let Some(id) = event_id {
-            if !self.first_delivery(EVENT_SCOPE, id).await? {
-                return Ok(IntakeReport {
-                    duplicate: true,
-                    ..Default::default()
-                });
-            }
+        if self.seen_before(EVENT_SCOPE, event_id).await? {
+            return Ok(IntakeReport::duplicate());
         }
         let identity = vec![
             "s3".to_string(),
@@ -391,13 +386,8 @@ impl Intake {
         event_id: Option<&str>,
         image: &EcrImagePushed,
     ) -> Result<IntakeReport, AppError> {
-        if let Some(id) = event_id {
-            if !self.first_delivery(EVENT_SCOPE, id).await? {
-                return Ok(IntakeReport {
-                    duplicate: true,
-                    ..Default::default()
-                });
-            }
+        if self.seen_before(EVENT_SCOPE, event_id).await? {
+            return Ok(IntakeReport::duplicate());
         }
         let identity = vec![
             "ecr".to_string(),

@@ -356,11 +356,7 @@ pub fn github_sources(declaration: &PipelineDeclaration) -> Vec<GitHubSource<'_>
     let Some(stage) = declaration.stages.first() else {
         return Vec::new();
     };
-    stage
-        .actions
-        .iter()
-        .filter_map(|action| github_source(action))
-        .collect()
+    stage.actions.iter().filter_map(github_source).collect()
 }
 
 /// The repository a GitHub source action reads, when it is one.
@@ -428,10 +424,10 @@ pub fn needs_pull_request_files(declaration: &PipelineDeclaration, repository: &
 /// The source actions of `declaration` that `event` starts, each pinned to the event's commit.
 pub fn match_git_event(declaration: &PipelineDeclaration, event: &GitEvent) -> MatchOutcome {
     let mut outcome = MatchOutcome::default();
-    if let GitEvent::Push(push) = event {
-        if push.deleted {
-            return outcome;
-        }
+    if let GitEvent::Push(push) = event
+        && push.deleted
+    {
+        return outcome;
     }
     let mut patterns = PatternCache::default();
     for source in github_sources(declaration) {
@@ -521,14 +517,14 @@ fn match_filters(
                 if !name_ok {
                     continue;
                 }
-                if let Some(files) = &filter.file_paths {
-                    if !patterns.accepts_any(
+                if let Some(files) = &filter.file_paths
+                    && !patterns.accepts_any(
                         files,
                         &push.changed_files,
                         &format!("{path}.filePaths"),
-                    ) {
-                        continue;
-                    }
+                    )
+                {
+                    continue;
                 }
                 return Some(path);
             }
@@ -545,10 +541,10 @@ fn match_filters(
                 if !event_ok {
                     continue;
                 }
-                if let Some(branches) = &filter.branches {
-                    if !patterns.accepts(branches, &pr.base_branch, &format!("{path}.branches")) {
-                        continue;
-                    }
+                if let Some(branches) = &filter.branches
+                    && !patterns.accepts(branches, &pr.base_branch, &format!("{path}.branches"))
+                {
+                    continue;
                 }
                 if let Some(files) = &filter.file_paths {
                     let Some(changed) = &pr.changed_files else {

@@ -446,15 +446,11 @@ struct SourceConfig {
     connection_arn: Option<String>,
 }
 
-fn source_config(ctx: &JobContext) -> Result<SourceConfig, ProviderOutcome> {
+/// The configuration, or why it cannot be used (every refusal is a `ConfigurationError`).
+fn source_config(ctx: &JobContext) -> Result<SourceConfig, String> {
     let config = &ctx.job.configuration;
     let get = |key: &str| config.get(key).filter(|v| !v.is_empty()).cloned();
-    let missing = |key: &str| {
-        failure(
-            "ConfigurationError",
-            format!("the action's configuration has no {key}"),
-        )
-    };
+    let missing = |key: &str| format!("the action's configuration has no {key}");
     let (full_name, branch) = if ctx.job.action_type_id.owner == ActionOwner::ThirdParty {
         let owner = get("Owner").ok_or_else(|| missing("Owner"))?;
         let repo = get("Repo").ok_or_else(|| missing("Repo"))?;
@@ -468,20 +464,17 @@ fn source_config(ctx: &JobContext) -> Result<SourceConfig, ProviderOutcome> {
             get("BranchName").ok_or_else(|| missing("BranchName"))?,
         )
     };
-    let repo = RepositoryId::parse(&full_name)
-        .map_err(|e| failure("ConfigurationError", e.to_string()))?;
+    let repo = RepositoryId::parse(&full_name).map_err(|e| e.to_string())?;
     match get("OutputArtifactFormat").as_deref() {
         None | Some("CODE_ZIP") => {}
         Some("CODEBUILD_CLONE_REF") => {
-            return Err(failure(
-                "ConfigurationError",
+            return Err(
                 "OutputArtifactFormat CODEBUILD_CLONE_REF (a full clone for CodeBuild) is not supported on the embedded default; use CODE_ZIP".into(),
-            ));
+            );
         }
         Some(other) => {
-            return Err(failure(
-                "ConfigurationError",
-                format!("OutputArtifactFormat {other} is not CODE_ZIP or CODEBUILD_CLONE_REF"),
+            return Err(format!(
+                "OutputArtifactFormat {other} is not CODE_ZIP or CODEBUILD_CLONE_REF"
             ));
         }
     }
@@ -501,7 +494,7 @@ impl ActionProvider for GitHubSource {
         };
         let config = match source_config(ctx) {
             Ok(c) => c,
-            Err(outcome) => return outcome,
+            Err(message) => return failure("ConfigurationError", message),
         };
         let Some((artifact, out_dir)) = ctx.outputs.first() else {
             return failure(
