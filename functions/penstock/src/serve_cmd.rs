@@ -1,8 +1,7 @@
 //! `penstock serve`: the long-running runner of a data directory. It executes whatever is
 //! started (by `penstock start`, the API, triggers), finishes what a killed runner left, and
 //! serves on one HTTP listener (loopback by default):
-//! - the CodePipeline API on `POST /` (when `PENSTOCK_ACCESS_KEY_ID` and
-//!   `PENSTOCK_SECRET_ACCESS_KEY` are set);
+//! - the CodePipeline API on `POST /`;
 //! - GitHub webhooks on `POST /webhooks/github` (when `PENSTOCK_GITHUB_WEBHOOK_SECRET` is set).
 //!
 //! It also starts pipelines tagged `penstock:schedule`, and, when `PENSTOCK_GITHUB_TOKEN` is
@@ -13,10 +12,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use penstock_api::ApiDeps;
-use penstock_api::auth::Credentials;
 use penstock_app::intake::Intake;
 use penstock_local::commit_status::{CommitStatusReporter, PUBLIC_URL_ENV};
-use penstock_local::github_source::{GitHubClient, GitHubSettings};
+use penstock_local::github_source::{GitHubClient, GitHubSettings, TOKEN_ENV};
 use penstock_local::runtime::{DataDir, Runner};
 use penstock_local::scheduler::LocalScheduler;
 use penstock_webhook::{WebhookDeps, WebhookSecret};
@@ -48,66 +46,78 @@ pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
     }
     tasks.push(LocalScheduler::new(intake.clone()).spawn());
 
+    let keys = crate::api_keys::load_or_create(runner.data_dir().root.as_path())?;
+    let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
+    let account = std::env::var("PENSTOCK_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
+    let deps = ApiDeps::new(
+        runner.control.clone(),
+        keys.credentials(),
+        region.clone(),
+        account,
+    );
     let mut app = Router::new();
-    let mut served = Vec::new();
-    match webhook_secret() {
-        Some(secret) => {
-            app = app.merge(penstock_webhook::router(WebhookDeps::new(
-                intake.clone(),
-                secret,
-            )));
-            served.push("GitHub webhooks on POST /webhooks/github");
+    let webhooks = webhook_secret();
+    let webhooks_on = webhooks.is_some();
+    if let Some(secret) = webhooks {
+        app = app.merge(penstock_webhook::router(WebhookDeps::new(
+            intake.clone(),
+            secret,
+        )));
+    }
+    // The API answers every other path, so it is merged last.
+    app = app.merge(penstock_api::router(deps));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {address}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the HTTP server stopped");
         }
-        None => eprintln!(
+    }));
+    println!("penstock serve: CodePipeline API on http://{bound}");
+    if webhooks_on {
+        println!("penstock serve: GitHub webhooks on POST /webhooks/github at http://{bound}");
+    } else {
+        println!(
             "penstock serve: GitHub webhooks disabled; set {} to accept them",
             penstock_webhook::SECRET_ENV
-        ),
+        );
     }
-    match api_credentials() {
-        Some(credentials) => {
-            let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
-            let account =
-                std::env::var("PENSTOCK_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
-            let deps = ApiDeps::new(runner.control.clone(), credentials, region, account);
-            app = app.merge(penstock_api::router(deps));
-            served.push("the CodePipeline API on POST /");
+    let endpoint = format!("http://{bound}");
+    match &keys.file {
+        Some(file) if keys.created => {
+            println!(
+                "penstock serve: created API credentials in {} (mode 0600). To use the aws CLI:",
+                file.display()
+            );
+            print!("{}", keys.shell_lines(&endpoint, &region));
         }
-        None => eprintln!(
-            "penstock serve: API disabled; set PENSTOCK_ACCESS_KEY_ID and \
-             PENSTOCK_SECRET_ACCESS_KEY to serve the CodePipeline API on {address}"
+        Some(_) => println!(
+            "penstock serve: aws CLI settings: eval \"$(penstock --data-dir {} credentials --endpoint-url {endpoint})\"",
+            data_dir.display()
         ),
-    }
-    let mut public_url = std::env::var(PUBLIC_URL_ENV)
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    if !served.is_empty() {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| anyhow::anyhow!("--listen {address}: {e}"))?;
-        let bound = listener.local_addr()?;
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "the HTTP server stopped");
-            }
-        }));
-        for what in &served {
-            println!("penstock serve: {what} at http://{bound}");
-        }
-        public_url.get_or_insert_with(|| format!("http://{bound}"));
+        None => println!(
+            "penstock serve: API credentials from PENSTOCK_ACCESS_KEY_ID/PENSTOCK_SECRET_ACCESS_KEY"
+        ),
     }
 
     match (&github.token, github_client) {
         (Some(_), Some(client)) => {
-            let reporter = CommitStatusReporter::new(client, runner.control.clone(), public_url);
+            let public_url = std::env::var(PUBLIC_URL_ENV)
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or(endpoint);
+            let reporter =
+                CommitStatusReporter::new(client, runner.control.clone(), Some(public_url));
             tasks.push(reporter.spawn(status_changes));
             println!(
                 "penstock serve: reporting commit statuses to {}",
                 github.api_url
             );
         }
-        _ => eprintln!(
-            "penstock serve: commit statuses disabled; set {} to report them to GitHub",
-            penstock_local::github_source::TOKEN_ENV
+        _ => println!(
+            "penstock serve: commit statuses disabled; set {TOKEN_ENV} to report them to GitHub"
         ),
     }
 
@@ -122,13 +132,6 @@ pub async fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<i32> {
 fn webhook_secret() -> Option<WebhookSecret> {
     let secret = std::env::var(penstock_webhook::SECRET_ENV).ok()?;
     (!secret.is_empty()).then(|| WebhookSecret::new(secret))
-}
-
-/// The key pair API clients sign with, from the environment.
-fn api_credentials() -> Option<Credentials> {
-    let key = std::env::var("PENSTOCK_ACCESS_KEY_ID").ok()?;
-    let secret = std::env::var("PENSTOCK_SECRET_ACCESS_KEY").ok()?;
-    (!key.is_empty() && !secret.is_empty()).then(|| Credentials::single(key, secret))
 }
 
 /// Ctrl-C or SIGTERM.

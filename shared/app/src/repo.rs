@@ -322,10 +322,7 @@ impl Repository {
         Ok((records, page.next))
     }
 
-    pub async fn load_runtime(
-        &self,
-        name: &str,
-    ) -> Result<Versioned<RuntimeDocument>, AppError> {
+    pub async fn load_runtime(&self, name: &str) -> Result<Versioned<RuntimeDocument>, AppError> {
         let item = self
             .store
             .get(&state_key(name))

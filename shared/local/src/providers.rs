@@ -59,7 +59,8 @@ impl ProviderRegistry for LocalProviders {
     }
 }
 
-/// A configuration value the action must have.
+/// A configuration value the action must have; the error is the outcome to return at once.
+#[allow(clippy::result_large_err)]
 pub(crate) fn required<'a>(ctx: &'a JobContext, key: &str) -> Result<&'a str, ProviderOutcome> {
     match ctx.job.configuration.get(key) {
         Some(value) if !value.is_empty() => Ok(value),
@@ -154,9 +155,7 @@ impl ActionProvider for LocalGitSource {
 
 /// A link to the repository when it is a URL (local paths have none worth showing).
 fn absolute_url(repository: &str) -> Option<String> {
-    repository
-        .contains("://")
-        .then(|| repository.to_string())
+    repository.contains("://").then(|| repository.to_string())
 }
 
 /// `Approval/AWS/Manual`: issues a fresh token; the attempt waits for `PutApprovalResult` (or

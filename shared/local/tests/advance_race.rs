@@ -37,10 +37,13 @@ struct GatedStore {
 impl ItemStore for GatedStore {
     async fn get(&self, key: &ItemKey) -> Result<Option<Item>, StoreError> {
         let item = self.inner.get(key).await?;
-        if key.sk == "STATE" && !self.passed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Some(gate) = self.gate.clone() {
-                tokio::task::spawn_blocking(move || gate.wait()).await.unwrap();
-            }
+        if key.sk == "STATE"
+            && !self.passed.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(gate) = self.gate.clone()
+        {
+            tokio::task::spawn_blocking(move || gate.wait())
+                .await
+                .unwrap();
         }
         Ok(item)
     }
@@ -156,7 +159,11 @@ async fn parallel_actions_finishing_together_advance_the_stage_exactly_once() {
             .await
             .unwrap();
         let builds = jobs(&applied.effects);
-        assert_eq!(builds.len(), 2, "round {round}: both build actions dispatched");
+        assert_eq!(
+            builds.len(),
+            2,
+            "round {round}: both build actions dispatched"
+        );
 
         // Two writers, two connections, two threads, both reading the same version before
         // either writes.
@@ -176,7 +183,11 @@ async fn parallel_actions_finishing_together_advance_the_stage_exactly_once() {
             .into_iter()
             .filter(|j| j.stage == "Deploy")
             .collect();
-        assert_eq!(deploys.len(), 1, "round {round}: Deploy dispatched once: {deploys:?}");
+        assert_eq!(
+            deploys.len(),
+            1,
+            "round {round}: Deploy dispatched once: {deploys:?}"
+        );
         let build_succeeded = effects
             .iter()
             .filter(|e| match e {
