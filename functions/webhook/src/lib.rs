@@ -100,6 +100,8 @@ async fn github(State(deps): State<Arc<WebhookDeps>>, headers: HeaderMap, body: 
     if declared.is_some_and(|n| n > deps.max_body_bytes) {
         return too_large();
     }
+    // A body without a Content-Length is cut at the limit while it streams in. (A client that
+    // disconnects midway also lands here; nobody reads that answer.)
     let body: Bytes = match axum::body::to_bytes(body, deps.max_body_bytes).await {
         Ok(body) => body,
         Err(_) => return too_large(),

@@ -454,7 +454,12 @@ impl Intake {
                 });
                 Ok(())
             }
-            Err(e @ (AppError::PipelineNotFound(_) | AppError::Engine(_))) => {
+            Err(
+                e @ (AppError::PipelineNotFound(_)
+                | AppError::Engine(_)
+                | AppError::Validation(_)
+                | AppError::InvalidStructure(_)),
+            ) => {
                 warn!(pipeline, error = %e, "a matching pipeline did not start");
                 report.problems.push(format!(
                     "pipeline {pipeline} did not start: {}: {e}",

@@ -982,6 +982,24 @@ mod tests {
             last.next_after(ts("2026-02-10T00:00:00Z"), Timestamp(0)),
             Some(ts("2026-02-28T08:00:00Z"))
         );
+        // Last Friday of the month (6 is Friday on AWS): 2026-03-27.
+        let last_friday = Schedule::parse("cron(0 12 ? * 6L *)").expect("valid");
+        assert_eq!(
+            last_friday.next_after(ts("2026-03-04T00:00:00Z"), Timestamp(0)),
+            Some(ts("2026-03-27T12:00:00Z"))
+        );
+        // Second Tuesday of the month (3 is Tuesday on AWS): 2026-03-10.
+        let second_tuesday = Schedule::parse("cron(0 12 ? * 3#2 *)").expect("valid");
+        assert_eq!(
+            second_tuesday.next_after(ts("2026-03-04T00:00:00Z"), Timestamp(0)),
+            Some(ts("2026-03-10T12:00:00Z"))
+        );
+        // Weekday nearest the 15th: 2026-03-15 is a Sunday, so Monday the 16th.
+        let nearest = Schedule::parse("cron(0 9 15W * ? *)").expect("valid");
+        assert_eq!(
+            nearest.next_after(ts("2026-03-04T00:00:00Z"), Timestamp(0)),
+            Some(ts("2026-03-16T09:00:00Z"))
+        );
         // Years past: never again.
         let past = Schedule::parse("cron(0 8 1 1 ? 2020)").expect("valid");
         assert_eq!(
