@@ -893,6 +893,8 @@ fn parse_aws_cron(inner: &str) -> Result<croner::Cron, String> {
         .seconds(croner::parser::Seconds::Required)
         .year(croner::parser::Year::Required)
         .alternative_weekdays(true)
+        // EventBridge writes steps from a start value (`0/15`), which croner calls sloppy.
+        .sloppy_ranges(true)
         .build()
         .parse(&pattern)
         .map_err(|e| e.to_string())
