@@ -194,5 +194,5 @@ def test_the_reference_example_runs_until_its_unsupported_deploy(reference_serve
     summary = executions["pipelineExecutionSummaries"][0]
     assert summary["pipelineExecutionId"] == execution_id
     assert summary["status"] == "Failed"
-    revisions = {r["name"]: r["revisionId"] for r in summary.get("sourceRevisions", [])}
+    revisions = {r["actionName"]: r["revisionId"] for r in summary.get("sourceRevisions", [])}
     assert revisions.get("SourceAction") == head

@@ -12,9 +12,9 @@
 //! - The triggering source action is pinned to the event's revision (the pushed commit, the S3
 //!   object version, the image digest).
 //!
-//! A delivery is remembered before its executions start: if starting fails (the store is
-//! down), GitHub is answered with an error and the same delivery id is not processed again;
-//! pushing again, or starting the pipeline, recovers.
+//! A delivery is remembered once its executions have started: if starting fails (the store is
+//! down), GitHub is answered with an error and a redelivery of the same id is processed again
+//! (the event-derived start tokens keep that from starting anything twice).
 //!
 //! Pipelines are found by listing them all and reading their declarations: fine for the
 //! hundreds of pipelines a team has; a trigger index by repository can replace the scan later
@@ -131,9 +131,16 @@ impl Intake {
         &self.control
     }
 
-    /// Remember the delivery `id` (when there is one) in `scope`; `true` when it was seen
-    /// before.
+    /// Whether the delivery `id` (when there is one) was handled before in `scope`.
     async fn seen_before(&self, scope: &str, id: Option<&str>) -> Result<bool, AppError> {
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        Ok(self.control.engine.repo.recall(scope, id).await?.is_some())
+    }
+
+    /// Remember the delivery `id` (when there is one) as handled, once its starts succeeded.
+    async fn handled(&self, scope: &str, id: Option<&str>) -> Result<bool, AppError> {
         let Some(id) = id else {
             return Ok(false);
         };
@@ -214,6 +221,7 @@ impl Intake {
             started = report.started.len(),
             "git event taken in"
         );
+        self.handled(GITHUB_DELIVERY_SCOPE, delivery).await?;
         Ok(report)
     }
 
@@ -276,6 +284,7 @@ impl Intake {
                 .problems
                 .push(format!("no pipeline is scheduled by rule {rule}"));
         }
+        self.handled(EVENT_SCOPE, event_id).await?;
         Ok(report)
     }
 
@@ -376,6 +385,7 @@ impl Intake {
                 .await?;
             }
         }
+        self.handled(EVENT_SCOPE, event_id).await?;
         Ok(report)
     }
 
@@ -429,6 +439,7 @@ impl Intake {
                 .await?;
             }
         }
+        self.handled(EVENT_SCOPE, event_id).await?;
         Ok(report)
     }
 

@@ -464,6 +464,15 @@ impl Repository {
         }
     }
 
+    /// The answer remembered for an idempotency key, if it is still remembered.
+    pub async fn recall(&self, scope: &str, key: &str) -> Result<Option<Value>, AppError> {
+        Ok(self
+            .store
+            .get(&idempotency_key(scope, key))
+            .await?
+            .map(|item| item.body))
+    }
+
     /// Remember `answer` for an idempotency key; returns the earlier answer when the key was
     /// already used (and not expired).
     pub async fn remember(
