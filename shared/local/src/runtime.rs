@@ -248,6 +248,14 @@ async fn consume(
             action,
             attempt,
         } => dispatcher.cancel(&execution_id, &stage, &action, attempt),
+        BusMessage::EngineInput { pipeline, input } => {
+            let engine = dispatcher.engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.apply(&pipeline, input).await {
+                    warn!(pipeline, error = %e, "applying an engine input failed");
+                }
+            });
+        }
         BusMessage::StateChange {
             pipeline,
             execution_id,
