@@ -175,10 +175,27 @@ pub enum ProviderOutcome {
     },
 }
 
+/// What a provider found when asked again about work it handed off as `Pending`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// Still going: ask again on a later sweep.
+    Running,
+    /// Finished: the input that reports it (`ActionSucceeded` or `ActionFailed`).
+    Finished(Input),
+}
+
 #[async_trait]
 pub trait ActionProvider: Send + Sync {
     /// Run the attempt to completion (or until it is handed off as `Pending`).
     async fn run(&self, ctx: &JobContext) -> ProviderOutcome;
+
+    /// Ask how the external work of an attempt handed off as `Pending` is going (the sweeper
+    /// calls this for remote builds and deployments). `None`: this provider's pending work is
+    /// settled by someone else (an approval decision), never by polling.
+    async fn poll(&self, job: &ActionJob, external: &ExternalExecution) -> Option<Polled> {
+        let _ = (job, external);
+        None
+    }
 }
 
 /// Finds the provider for an action type; `None` means "not supported on this runtime".
