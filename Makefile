@@ -20,8 +20,9 @@ example-repo:
 ## the infrastructure checks.
 test: test-rust test-python test-infra
 
+# One moto server (AWS APIs on loopback) serves every AWS adapter and function test.
 test-rust:
-	$(CARGO) nextest run --workspace --locked --no-fail-fast
+	scripts/with-moto.sh $(CARGO) nextest run --workspace --locked --no-fail-fast
 
 test-python: build-cli
 	@if ls tests/*/test_*.py 2>/dev/null | grep -qv '^tests/infra/'; then \

@@ -11,3 +11,4 @@ pub mod ports;
 pub mod repo;
 pub mod store;
 pub mod store_conformance;
+pub mod sweep;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use penstock_core::engine::{ActionJob, ArtifactRef, ExternalExecution, StateChange, Timestamp};
+use penstock_core::engine::{
+    ActionJob, ArtifactRef, ExternalExecution, Input, StateChange, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// A message on the bus. Delivery is at least once: every consumer must be idempotent.
@@ -23,6 +25,9 @@ pub enum BusMessage {
         action: String,
         attempt: u32,
     },
+    /// An engine input to apply to a pipeline (trigger intake and other functions hand inputs
+    /// to the advancer this way on AWS).
+    EngineInput { pipeline: String, input: Input },
     /// A CodePipeline-compatible state-change event, for subscribers outside Penstock.
     StateChange {
         pipeline: String,
@@ -40,6 +45,8 @@ pub const PUBLIC_EVENT_SOURCE: &str = "penstock.codepipeline";
 pub const ACTION_SCHEDULED: &str = "Penstock Action Scheduled";
 /// `detail-type` of [`BusMessage::ActionCancelled`].
 pub const ACTION_CANCELLED: &str = "Penstock Action Cancelled";
+/// `detail-type` of [`BusMessage::EngineInput`].
+pub const ENGINE_INPUT: &str = "Penstock Engine Input";
 
 impl BusMessage {
     /// The EventBridge `source` this message is published under.
@@ -55,6 +62,7 @@ impl BusMessage {
         match self {
             BusMessage::ActionScheduled(_) => ACTION_SCHEDULED,
             BusMessage::ActionCancelled { .. } => ACTION_CANCELLED,
+            BusMessage::EngineInput { .. } => ENGINE_INPUT,
             BusMessage::StateChange { change, .. } => change.kind.detail_type(),
         }
     }
@@ -66,6 +74,7 @@ impl BusMessage {
         vec![
             (INTERNAL_EVENT_SOURCE, ACTION_SCHEDULED),
             (INTERNAL_EVENT_SOURCE, ACTION_CANCELLED),
+            (INTERNAL_EVENT_SOURCE, ENGINE_INPUT),
             (PUBLIC_EVENT_SOURCE, EventKind::Pipeline.detail_type()),
             (PUBLIC_EVENT_SOURCE, EventKind::Stage.detail_type()),
             (PUBLIC_EVENT_SOURCE, EventKind::Action.detail_type()),
@@ -168,10 +177,27 @@ pub enum ProviderOutcome {
     },
 }
 
+/// What a provider found when asked again about work it handed off as `Pending`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// Still going: ask again on a later sweep.
+    Running,
+    /// Finished: the input that reports it (`ActionSucceeded` or `ActionFailed`).
+    Finished(Input),
+}
+
 #[async_trait]
 pub trait ActionProvider: Send + Sync {
     /// Run the attempt to completion (or until it is handed off as `Pending`).
     async fn run(&self, ctx: &JobContext) -> ProviderOutcome;
+
+    /// Ask how the external work of an attempt handed off as `Pending` is going (the sweeper
+    /// calls this for remote builds and deployments). `None`: this provider's pending work is
+    /// settled by someone else (an approval decision), never by polling.
+    async fn poll(&self, job: &ActionJob, external: &ExternalExecution) -> Option<Polled> {
+        let _ = (job, external);
+        None
+    }
 }
 
 /// Finds the provider for an action type; `None` means "not supported on this runtime".

@@ -19,9 +19,9 @@ use penstock_app::ports::{
 };
 use penstock_app::repo::Repository;
 use penstock_app::store::ItemStore;
-use penstock_core::engine::{ErrorDetails, Input, StateChange};
+use penstock_core::engine::StateChange;
 use tokio::sync::{broadcast, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::bus::{DetachedBus, LocalBus};
 
@@ -232,11 +232,8 @@ impl Runner {
                 }
             }));
         }
-        let sweeper = Sweeper {
-            dispatcher: self.dispatcher.clone(),
-            first: true,
-        };
-        handles.push(tokio::spawn(sweeper.run()));
+        let sweeper = Sweeper::new(&self.dispatcher);
+        handles.push(tokio::spawn(sweeper.run(self.dispatcher.work_root.clone())));
         handles
     }
 }
@@ -263,6 +260,14 @@ async fn consume(
             action,
             attempt,
         } => dispatcher.cancel(&execution_id, &stage, &action, attempt),
+        BusMessage::EngineInput { pipeline, input } => {
+            let engine = dispatcher.engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.apply(&pipeline, input).await {
+                    warn!(pipeline, error = %e, "applying an engine input failed");
+                }
+            });
+        }
         BusMessage::StateChange {
             pipeline,
             execution_id,
@@ -304,135 +309,65 @@ async fn append_event(path: &Path, pipeline: &str, id: &str, change: &StateChang
     }
 }
 
-/// Finds work whose message was lost and finishes what a crash left: stale outboxes,
-/// attempts nobody claimed, attempts an earlier runner claimed but never finished, deadlines.
+/// Runs the shared sweep on a timer. This runner holds the data directory's lock, so any
+/// claim by another owner was made by a runner that is gone: its attempt is interrupted.
 struct Sweeper {
-    dispatcher: Dispatcher,
+    sweeper: penstock_app::sweep::Sweeper,
     first: bool,
 }
 
 impl Sweeper {
-    async fn run(mut self) {
+    fn new(dispatcher: &Dispatcher) -> Self {
+        Self {
+            sweeper: penstock_app::sweep::Sweeper {
+                engine: dispatcher.engine.clone(),
+                owner: dispatcher.owner.clone(),
+                providers: None,
+                settings: penstock_app::sweep::SweepSettings {
+                    stale_outbox_ms: STALE_OUTBOX_MS,
+                    unclaimed_attempt_ms: UNCLAIMED_ATTEMPT_MS,
+                },
+            },
+            first: true,
+        }
+    }
+
+    async fn run(mut self, work_root: PathBuf) {
+        let hooks = GoneRunners { work_root };
         loop {
-            if let Err(e) = self.sweep().await {
-                warn!(error = %e, "sweep failed; trying again");
+            // On the first sweep every outbox and unclaimed attempt is stale: its writer is gone.
+            match self.sweeper.sweep(self.first, &hooks).await {
+                Ok(report) if report.failed > 0 => {
+                    debug!(
+                        failed = report.failed,
+                        "some pipelines were not swept; trying again"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "sweep failed; trying again"),
             }
             self.first = false;
             tokio::time::sleep(SWEEP_INTERVAL).await;
         }
     }
-
-    async fn sweep(&self) -> Result<(), penstock_app::error::AppError> {
-        let engine = &self.dispatcher.engine;
-        for pipeline in engine.repo.active_pipelines().await? {
-            // On the first sweep every outbox is stale: its writer is gone.
-            let age = if self.first { 0 } else { STALE_OUTBOX_MS };
-            engine.republish_stale_outbox(&pipeline, age).await?;
-            let runtime = engine.repo.load_runtime(&pipeline).await?;
-            let state = &runtime.value.state;
-            let now = engine.clock.now();
-            for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {
-                engine
-                    .apply(
-                        &pipeline,
-                        Input::ActionTimedOut {
-                            execution_id,
-                            stage,
-                            action,
-                            attempt,
-                        },
-                    )
-                    .await?;
-            }
-            for job in state.unclaimed_jobs() {
-                if job.deadline <= now {
-                    continue;
-                }
-                match engine.repo.get_claim(&job.action_execution_id).await? {
-                    Some(claim) if claim.owner != self.dispatcher.owner => {
-                        self.interrupted(&pipeline, &job).await?;
-                    }
-                    Some(_) => {}
-                    None => {
-                        let since = attempt_updated(state, &job).unwrap_or(now);
-                        if self.first || now.0 - since.0 >= UNCLAIMED_ATTEMPT_MS {
-                            debug!(pipeline, action = %job.action, "scheduling an unclaimed attempt again");
-                            let _ = engine
-                                .bus
-                                .publish(vec![Envelope {
-                                    id: engine.ids.uuid(),
-                                    message: BusMessage::ActionScheduled(job),
-                                }])
-                                .await;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// An attempt claimed by a runner that is gone (this runner holds the data directory's
-    /// lock, so any other owner is dead): it is not run again. It fails as interrupted, and
-    /// its failed actions are retried as new attempts.
-    async fn interrupted(
-        &self,
-        pipeline: &str,
-        job: &penstock_core::engine::ActionJob,
-    ) -> Result<(), penstock_app::error::AppError> {
-        let engine = &self.dispatcher.engine;
-        info!(
-            pipeline,
-            execution_id = %job.execution_id,
-            stage = %job.stage,
-            action = %job.action,
-            attempt = job.attempt,
-            "attempt interrupted by an earlier runner's exit; retrying it as a new attempt"
-        );
-        kill_orphans(&self.dispatcher.work_root.join(&job.action_execution_id));
-        engine
-            .apply(
-                pipeline,
-                Input::ActionFailed {
-                    execution_id: job.execution_id.clone(),
-                    stage: job.stage.clone(),
-                    action: job.action.clone(),
-                    attempt: job.attempt,
-                    error: ErrorDetails {
-                        code: "JobInterrupted".into(),
-                        message: "penstock stopped while this attempt ran; it was not run again"
-                            .into(),
-                    },
-                    external: Default::default(),
-                },
-            )
-            .await?;
-        if let Err(e) = engine
-            .apply(
-                pipeline,
-                Input::Retry {
-                    execution_id: job.execution_id.clone(),
-                    stage: job.stage.clone(),
-                    mode: penstock_core::model::StageRetryMode::FailedActions,
-                },
-            )
-            .await
-        {
-            info!(pipeline, error = %e, "interrupted attempt left failed (not retryable)");
-        }
-        Ok(())
-    }
 }
 
-/// When the current attempt of the job's action last changed.
-fn attempt_updated(
-    state: &penstock_core::engine::PipelineState,
-    job: &penstock_core::engine::ActionJob,
-) -> Option<penstock_core::engine::Timestamp> {
-    let execution = state.executions.get(&job.execution_id)?;
-    let stage = execution.stages.iter().find(|s| s.name == job.stage)?;
-    let action = stage.actions.iter().find(|a| a.name == job.action)?;
-    action.updated_at.or(action.started_at)
+/// Claims by other owners come from runners that exited: their build processes are ended and
+/// their attempts retried.
+struct GoneRunners {
+    work_root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl penstock_app::sweep::SweepHooks for GoneRunners {
+    async fn foreign_claim(
+        &self,
+        job: &penstock_core::engine::ActionJob,
+        _claim: &penstock_app::repo::Claim,
+    ) -> penstock_app::sweep::ForeignClaim {
+        kill_orphans(&self.work_root.join(&job.action_execution_id));
+        penstock_app::sweep::ForeignClaim::Interrupted
+    }
 }
 
 /// Kill the process group an interrupted attempt left running, if its work directory says

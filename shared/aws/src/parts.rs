@@ -1,0 +1,84 @@
+//! The adapters of a Penstock function on AWS, built once at cold start from typed
+//! configuration and shared by every invocation.
+
+use std::sync::Arc;
+
+use penstock_app::advance::Engine;
+use penstock_app::ports::{Archiver, RandomIds, SystemClock};
+use penstock_app::repo::Repository;
+
+use crate::artifacts::S3Artifacts;
+use crate::bus::EventBridgeBus;
+use crate::config::{AwsClients, AwsConfig, ConfigError};
+use crate::dynamo::DynamoStore;
+use crate::providers::{AwsProviders, ProviderDeps};
+use crate::sts::RoleAssumer;
+
+/// `ExternalId` passed when assuming action roles (optional).
+pub const EXTERNAL_ID_VAR: &str = "PENSTOCK_CROSS_ACCOUNT_EXTERNAL_ID";
+
+#[derive(Clone)]
+pub struct AwsParts {
+    pub config: AwsConfig,
+    pub clients: AwsClients,
+    pub store: Arc<DynamoStore>,
+    pub bus: Arc<EventBridgeBus>,
+    /// The artifact store, when the configuration names one.
+    pub artifacts: Option<S3Artifacts>,
+}
+
+impl AwsParts {
+    pub fn new(config: AwsConfig, clients: AwsClients) -> Self {
+        let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table));
+        let bus = Arc::new(EventBridgeBus::new(
+            clients.eventbridge.clone(),
+            &config.event_bus,
+        ));
+        let artifacts = config.artifacts.as_ref().map(|artifacts| {
+            S3Artifacts::new(clients.s3.clone(), &artifacts.bucket, &artifacts.kms_key)
+        });
+        Self {
+            config,
+            clients,
+            store,
+            bus,
+            artifacts,
+        }
+    }
+
+    /// The use cases' engine over these adapters, on the system clock and random ids.
+    pub fn engine(&self) -> Engine {
+        Engine::new(
+            Repository::new(self.store.clone()),
+            self.bus.clone(),
+            Arc::new(SystemClock),
+            Arc::new(RandomIds),
+        )
+    }
+
+    /// The artifact store, or the configuration error saying what is missing.
+    pub fn require_artifacts(&self) -> Result<S3Artifacts, ConfigError> {
+        self.config.require_artifacts()?;
+        self.artifacts.clone().ok_or(ConfigError::Missing {
+            name: crate::config::BUCKET_VAR,
+            what: "the artifact bucket",
+        })
+    }
+
+    /// The AWS action providers, acting with these clients (and assumed roles); `None` when
+    /// the configuration names no artifact store (providers read and write artifacts).
+    pub fn providers(
+        &self,
+        archiver: Arc<dyn Archiver>,
+        external_id: Option<String>,
+    ) -> Option<AwsProviders> {
+        Some(AwsProviders::new(ProviderDeps {
+            clients: self.clients.clone(),
+            assumer: RoleAssumer::new(self.clients.sts.clone(), self.clients.sdk_config().clone()),
+            archiver,
+            artifacts: self.artifacts.clone()?,
+            ids: Arc::new(RandomIds),
+            external_id,
+        }))
+    }
+}

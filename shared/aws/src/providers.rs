@@ -1,0 +1,742 @@
+//! The action providers on AWS, named and configured as in CodePipeline: `Source/AWS/S3`,
+//! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3` and
+//! `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's credentials
+//! (through the [`RoleAssumer`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_codebuild::types::{
+    ArtifactPackaging, ArtifactsType, EnvironmentVariable, EnvironmentVariableType,
+    ProjectArtifacts, ProjectSource, ProjectSourceVersion, SourceType, StatusType,
+};
+use penstock_app::dispatch::artifact_key;
+use penstock_app::ports::{
+    ActionProvider, Archiver, IdGenerator, JobContext, Polled, ProviderOutcome, ProviderRegistry,
+};
+use penstock_core::engine::{ActionJob, ArtifactRef, ErrorDetails, ExternalExecution, Input};
+use penstock_core::model::{ActionCategory, ActionOwner, ActionTypeId};
+use tracing::warn;
+
+use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file, upload_file};
+use crate::config::AwsClients;
+use crate::sdk_error::describe;
+use crate::sts::{AssumeRequest, RoleAssumer, session_name};
+
+/// What every provider shares: the function's clients, the role assumer, the archiver and
+/// where artifacts go.
+pub struct ProviderDeps {
+    pub clients: AwsClients,
+    pub assumer: RoleAssumer,
+    pub archiver: Arc<dyn Archiver>,
+    pub artifacts: S3Artifacts,
+    pub ids: Arc<dyn IdGenerator>,
+    /// `ExternalId` passed when assuming action roles, when the target accounts require one.
+    pub external_id: Option<String>,
+}
+
+impl ProviderDeps {
+    /// Clients acting for the job: the action's role in its region when it has a `roleArn`,
+    /// the function's own otherwise.
+    async fn clients_for(&self, job: &ActionJob) -> Result<AwsClients, ProviderOutcome> {
+        let Some(role_arn) = &job.role_arn else {
+            return Ok(match &job.region {
+                Some(region) => self.clients.for_config(
+                    &self
+                        .clients
+                        .sdk_config()
+                        .to_builder()
+                        .region(aws_config::Region::new(region.clone()))
+                        .build(),
+                ),
+                None => self.clients.clone(),
+            });
+        };
+        let request = AssumeRequest {
+            role_arn: role_arn.clone(),
+            external_id: self.external_id.clone(),
+            session_name: session_name(&job.pipeline_name, &job.execution_id),
+            region: job.region.clone(),
+        };
+        match self.assumer.config_for(&request).await {
+            Ok(config) => Ok(self.clients.for_config(&config)),
+            Err(e) => Err(failure("PermissionError", e.to_string())),
+        }
+    }
+}
+
+/// Looks providers up by action type.
+pub struct AwsProviders {
+    source: Arc<dyn ActionProvider>,
+    build: Arc<dyn ActionProvider>,
+    deploy: Arc<dyn ActionProvider>,
+    approval: Arc<dyn ActionProvider>,
+}
+
+impl AwsProviders {
+    pub fn new(deps: ProviderDeps) -> Self {
+        let deps = Arc::new(deps);
+        Self {
+            source: Arc::new(S3Source { deps: deps.clone() }),
+            build: Arc::new(CodeBuild { deps: deps.clone() }),
+            deploy: Arc::new(S3Deploy { deps: deps.clone() }),
+            approval: Arc::new(ManualApproval { deps }),
+        }
+    }
+}
+
+impl ProviderRegistry for AwsProviders {
+    fn provider_for(&self, type_id: &ActionTypeId) -> Option<Arc<dyn ActionProvider>> {
+        use ActionCategory as C;
+        use ActionOwner as O;
+        match (type_id.category, type_id.owner, type_id.provider.as_str()) {
+            (C::Source, O::Aws, "S3") => Some(self.source.clone()),
+            (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
+            (C::Deploy, O::Aws, "S3") => Some(self.deploy.clone()),
+            (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn failure(code: &str, message: String) -> ProviderOutcome {
+    ProviderOutcome::Failed {
+        code: code.to_string(),
+        message,
+        external: ExternalExecution::default(),
+    }
+}
+
+fn required<'a>(job: &'a ActionJob, key: &str) -> Result<&'a str, ProviderOutcome> {
+    match job.configuration.get(key) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(failure(
+            "ConfigurationError",
+            format!("the action's configuration has no {key}"),
+        )),
+    }
+}
+
+async fn unpack(
+    archiver: &Arc<dyn Archiver>,
+    zip: &Path,
+    dir: &Path,
+) -> Result<(), ProviderOutcome> {
+    let (archiver, zip, dir) = (archiver.clone(), zip.to_path_buf(), dir.to_path_buf());
+    match tokio::task::spawn_blocking(move || archiver.unpack(&zip, &dir)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(failure("JobFailed", e.to_string())),
+        Err(e) => Err(failure("JobFailed", e.to_string())),
+    }
+}
+
+async fn pack(archiver: &Arc<dyn Archiver>, dir: &Path, zip: &Path) -> Result<(), ProviderOutcome> {
+    let (archiver, dir, zip) = (archiver.clone(), dir.to_path_buf(), zip.to_path_buf());
+    match tokio::task::spawn_blocking(move || archiver.pack(&dir, &zip)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(failure("JobFailed", e.to_string())),
+        Err(e) => Err(failure("JobFailed", e.to_string())),
+    }
+}
+
+/// `Source/AWS/S3`: the zip object `S3ObjectKey` in `S3Bucket`, at the version the execution
+/// pins (`S3_OBJECT_VERSION_ID`) or the latest. Output variables `ETag` and `VersionId`.
+struct S3Source {
+    deps: Arc<ProviderDeps>,
+}
+
+impl S3Source {
+    async fn fetch(&self, ctx: &JobContext) -> Result<ProviderOutcome, ProviderOutcome> {
+        let job = &ctx.job;
+        let bucket = required(job, "S3Bucket")?.to_string();
+        let mut key = required(job, "S3ObjectKey")?.to_string();
+        let mut version_id = None;
+        if let Some(revision) = &job.source_revision {
+            match revision.revision_type.as_str() {
+                "S3_OBJECT_VERSION_ID" => version_id = Some(revision.revision_value.clone()),
+                "S3_OBJECT_KEY" => key = revision.revision_value.clone(),
+                other => {
+                    return Err(failure(
+                        "ConfigurationError",
+                        format!("an S3 source cannot be pinned to a {other} revision"),
+                    ));
+                }
+            }
+        }
+        let Some((artifact, out_dir)) = ctx.outputs.first() else {
+            return Err(failure(
+                "ConfigurationError",
+                "an S3 source action needs one output artifact".into(),
+            ));
+        };
+        let clients = self.deps.clients_for(job).await?;
+        // The version read is fixed first, so the revision reported is the one downloaded.
+        let head = clients
+            .s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .set_version_id(version_id.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                failure(
+                    "JobFailed",
+                    format!("s3://{bucket}/{key}: {}", describe(&e)),
+                )
+            })?;
+        let object = S3Object {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            version_id: crate::artifacts::version_of(head.version_id()).or(version_id),
+        };
+        let zip = ctx.work_dir.join("source.zip");
+        download_file(&clients.s3, &object, &zip)
+            .await
+            .map_err(|e| failure("JobFailed", e.to_string()))?;
+        unpack(&self.deps.archiver, &zip, out_dir).await?;
+        let etag = head
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        let mut output_variables = BTreeMap::from([("ETag".to_string(), etag.clone())]);
+        if let Some(version) = &object.version_id {
+            output_variables.insert("VersionId".into(), version.clone());
+        }
+        let revision = object.version_id.clone().unwrap_or_else(|| etag.clone());
+        let summary = head
+            .metadata()
+            .and_then(|m| m.get("codepipeline-artifact-revision-summary"))
+            .cloned()
+            .unwrap_or_else(|| format!("s3://{bucket}/{key}"));
+        Ok(ProviderOutcome::Succeeded {
+            output_variables,
+            revisions: BTreeMap::from([(
+                artifact.clone(),
+                (revision.clone(), Some(summary.clone())),
+            )]),
+            external: ExternalExecution {
+                id: Some(revision),
+                summary: Some(summary),
+                url: Some(format!(
+                    "https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}"
+                )),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ActionProvider for S3Source {
+    async fn run(&self, ctx: &JobContext) -> ProviderOutcome {
+        self.fetch(ctx).await.unwrap_or_else(|outcome| outcome)
+    }
+}
+
+/// One entry of CodeBuild's `EnvironmentVariables` configuration.
+#[derive(serde::Deserialize)]
+struct BuildVariable {
+    name: String,
+    value: String,
+    #[serde(rename = "type", default)]
+    variable_type: Option<String>,
+}
+
+/// `Build|Test/AWS/CodeBuild`: starts a build of `ProjectName` with the input artifacts as
+/// S3 sources and the output artifacts as S3 zips under the pipeline's artifact store and key,
+/// then hands the attempt off; the sweeper polls the build ([`ActionProvider::poll`]).
+struct CodeBuild {
+    deps: Arc<ProviderDeps>,
+}
+
+/// `bucket/key` of an artifact location, as CodeBuild's S3 sources take it, and its version.
+fn codebuild_source(artifact: &ArtifactRef) -> Result<(String, Option<String>), ProviderOutcome> {
+    let object = S3Object::parse(&artifact.location).map_err(|e| {
+        failure(
+            "ConfigurationError",
+            format!("input artifact {}: {e}", artifact.name),
+        )
+    })?;
+    Ok((
+        format!("{}/{}", object.bucket, object.key),
+        object.version_id,
+    ))
+}
+
+impl CodeBuild {
+    async fn start(&self, ctx: &JobContext) -> Result<ProviderOutcome, ProviderOutcome> {
+        let job = &ctx.job;
+        let project = required(job, "ProjectName")?.to_string();
+        if job
+            .configuration
+            .get("BatchEnabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Err(failure(
+                "ConfigurationError",
+                "CodeBuild batch builds are not supported".into(),
+            ));
+        }
+        let variables: Vec<BuildVariable> = match job.configuration.get("EnvironmentVariables") {
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                failure(
+                    "ConfigurationError",
+                    format!("EnvironmentVariables must be a JSON array of {{\"name\", \"value\", \"type\"}}: {e}"),
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let invalid =
+            |e: aws_sdk_codebuild::error::BuildError| failure("ConfigurationError", e.to_string());
+        let mut environment = Vec::new();
+        for variable in variables {
+            let variable_type = match variable.variable_type.as_deref() {
+                None | Some("PLAINTEXT") => EnvironmentVariableType::Plaintext,
+                Some("PARAMETER_STORE") => EnvironmentVariableType::ParameterStore,
+                Some("SECRETS_MANAGER") => EnvironmentVariableType::SecretsManager,
+                Some(other) => {
+                    return Err(failure(
+                        "ConfigurationError",
+                        format!(
+                            "environment variable {} has unknown type {other}",
+                            variable.name
+                        ),
+                    ));
+                }
+            };
+            environment.push(
+                EnvironmentVariable::builder()
+                    .name(variable.name)
+                    .value(variable.value)
+                    .r#type(variable_type)
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
+        // The primary source is `PrimarySource` when named, else the first input.
+        let primary_name = job.configuration.get("PrimarySource");
+        let mut inputs: Vec<&ArtifactRef> = job.input_artifacts.iter().collect();
+        if let Some(name) = primary_name {
+            if let Some(position) = inputs.iter().position(|a| &a.name == name) {
+                let primary = inputs.remove(position);
+                inputs.insert(0, primary);
+            }
+        }
+        let (bucket, encryption) = self.deps.artifacts.target(job.artifact_store.as_ref());
+        let Encryption::Kms(kms_key) = encryption else {
+            return Err(failure(
+                "ConfigurationError",
+                "artifacts need a KMS key".into(),
+            ));
+        };
+        let clients = self.deps.clients_for(job).await?;
+        let mut request = clients
+            .codebuild
+            .start_build()
+            .project_name(&project)
+            .set_environment_variables_override((!environment.is_empty()).then_some(environment))
+            .encryption_key_override(&kms_key)
+            .idempotency_token(&job.action_execution_id);
+        match inputs.split_first() {
+            Some((primary, secondary)) => {
+                let (location, version) = codebuild_source(primary)?;
+                request = request
+                    .source_type_override(SourceType::S3)
+                    .source_location_override(location)
+                    .set_source_version(version);
+                for artifact in secondary {
+                    let (location, version) = codebuild_source(artifact)?;
+                    request = request.secondary_sources_override(
+                        ProjectSource::builder()
+                            .r#type(SourceType::S3)
+                            .location(location)
+                            .source_identifier(&artifact.name)
+                            .build()
+                            .map_err(invalid)?,
+                    );
+                    if let Some(version) = version {
+                        request = request.secondary_sources_version_override(
+                            ProjectSourceVersion::builder()
+                                .source_identifier(&artifact.name)
+                                .source_version(version)
+                                .build()
+                                .map_err(invalid)?,
+                        );
+                    }
+                }
+            }
+            None => request = request.source_type_override(SourceType::NoSource),
+        }
+        let outputs: Vec<ProjectArtifacts> = job
+            .output_artifacts
+            .iter()
+            .map(|name| {
+                let key = artifact_key(job, name);
+                let (path, file) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+                ProjectArtifacts::builder()
+                    .r#type(ArtifactsType::S3)
+                    .location(&bucket)
+                    .path(path)
+                    .name(file)
+                    .packaging(ArtifactPackaging::Zip)
+                    .encryption_disabled(false)
+                    .artifact_identifier(name)
+                    .build()
+                    .map_err(invalid)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut outputs = outputs.into_iter();
+        request = match outputs.next() {
+            Some(primary) => request.artifacts_override(primary),
+            None => request.artifacts_override(
+                ProjectArtifacts::builder()
+                    .r#type(ArtifactsType::NoArtifacts)
+                    .build()
+                    .map_err(invalid)?,
+            ),
+        };
+        for secondary in outputs {
+            request = request.secondary_artifacts_override(secondary);
+        }
+        let output = request.send().await.map_err(|e| {
+            failure(
+                "JobFailed",
+                format!("starting build of {project}: {}", describe(&e)),
+            )
+        })?;
+        let build_id = output
+            .build_value()
+            .and_then(|b| b.id())
+            .ok_or_else(|| failure("JobFailed", "CodeBuild returned no build id".into()))?
+            .to_string();
+        let region = clients
+            .sdk_config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        Ok(ProviderOutcome::Pending {
+            external: ExternalExecution {
+                id: Some(build_id.clone()),
+                summary: None,
+                url: Some(build_url(&region, &project, &build_id)),
+            },
+            approval_token: None,
+        })
+    }
+
+    async fn check(&self, job: &ActionJob, build_id: &str) -> Result<Polled, String> {
+        let clients = match self.deps.clients_for(job).await {
+            Ok(clients) => clients,
+            Err(ProviderOutcome::Failed { message, .. }) => return Err(message),
+            Err(_) => return Err("no clients".into()),
+        };
+        let output = clients
+            .codebuild
+            .batch_get_builds()
+            .ids(build_id)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let Some(build) = output.builds().first() else {
+            return Ok(Polled::Finished(failed_input(
+                job,
+                "JobFailed",
+                format!("build {build_id} no longer exists"),
+                ExternalExecution::default(),
+            )));
+        };
+        let external = ExternalExecution {
+            id: Some(build_id.to_string()),
+            summary: build.current_phase().map(|p| format!("phase {p}")),
+            url: None,
+        };
+        match build.build_status() {
+            Some(StatusType::InProgress) | None => Ok(Polled::Running),
+            Some(StatusType::Succeeded) => {
+                let output_variables: BTreeMap<String, String> = build
+                    .exported_environment_variables()
+                    .iter()
+                    .filter_map(|v| Some((v.name()?.to_string(), v.value()?.to_string())))
+                    .collect();
+                let (bucket, _) = self.deps.artifacts.target(job.artifact_store.as_ref());
+                let mut output_artifacts = Vec::new();
+                for name in &job.output_artifacts {
+                    let key = artifact_key(job, name);
+                    let head = self
+                        .deps
+                        .artifacts
+                        .client()
+                        .head_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .send()
+                        .await;
+                    match head {
+                        Ok(head) => output_artifacts.push(ArtifactRef {
+                            name: name.clone(),
+                            location: S3Object {
+                                bucket: bucket.clone(),
+                                key,
+                                version_id: crate::artifacts::version_of(head.version_id()),
+                            }
+                            .location(),
+                            revision_id: None,
+                            revision_summary: None,
+                        }),
+                        Err(e) => {
+                            return Ok(Polled::Finished(failed_input(
+                                job,
+                                "JobFailed",
+                                format!(
+                                    "build {build_id} succeeded but its output artifact {name} is missing: {}",
+                                    describe(&e)
+                                ),
+                                external,
+                            )));
+                        }
+                    }
+                }
+                Ok(Polled::Finished(Input::ActionSucceeded {
+                    execution_id: job.execution_id.clone(),
+                    stage: job.stage.clone(),
+                    action: job.action.clone(),
+                    attempt: job.attempt,
+                    output_artifacts,
+                    output_variables,
+                    external: ExternalExecution {
+                        summary: Some("Build succeeded".into()),
+                        ..external
+                    },
+                }))
+            }
+            Some(status) => {
+                let failed_phase = build
+                    .phases()
+                    .iter()
+                    .filter(|p| {
+                        p.phase_status()
+                            .is_some_and(|s| *s != StatusType::Succeeded)
+                    })
+                    .filter_map(|p| {
+                        let phase = p.phase_type()?.as_str().to_string();
+                        let context: Vec<String> = p
+                            .contexts()
+                            .iter()
+                            .filter_map(|c| c.message().map(str::to_string))
+                            .collect();
+                        Some(format!("{phase}: {}", context.join("; ")))
+                    })
+                    .next();
+                Ok(Polled::Finished(failed_input(
+                    job,
+                    "JobFailed",
+                    format!(
+                        "build {build_id} ended {}{}",
+                        status.as_str(),
+                        failed_phase.map(|p| format!(" in {p}")).unwrap_or_default()
+                    ),
+                    external,
+                )))
+            }
+        }
+    }
+}
+
+fn build_url(region: &str, project: &str, build_id: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/codesuite/codebuild/projects/{project}/build/{build_id}"
+    )
+}
+
+fn failed_input(
+    job: &ActionJob,
+    code: &str,
+    message: String,
+    external: ExternalExecution,
+) -> Input {
+    Input::ActionFailed {
+        execution_id: job.execution_id.clone(),
+        stage: job.stage.clone(),
+        action: job.action.clone(),
+        attempt: job.attempt,
+        error: ErrorDetails {
+            code: code.to_string(),
+            message,
+        },
+        external,
+    }
+}
+
+#[async_trait]
+impl ActionProvider for CodeBuild {
+    async fn run(&self, ctx: &JobContext) -> ProviderOutcome {
+        self.start(ctx).await.unwrap_or_else(|outcome| outcome)
+    }
+
+    async fn poll(&self, job: &ActionJob, external: &ExternalExecution) -> Option<Polled> {
+        let build_id = external.id.as_deref()?;
+        match self.check(job, build_id).await {
+            Ok(polled) => Some(polled),
+            Err(reason) => {
+                // Unknown is not failed: the next sweep asks again, the deadline bounds it.
+                warn!(build_id, reason, "polling a build failed");
+                Some(Polled::Running)
+            }
+        }
+    }
+}
+
+/// `Deploy/AWS/S3`: the input artifact into `BucketName`, either extracted (each file under
+/// the `ObjectKey` prefix) or as the zip at `ObjectKey`; encrypted with `KMSEncryptionKeyARN`
+/// when given, else with S3-managed keys.
+struct S3Deploy {
+    deps: Arc<ProviderDeps>,
+}
+
+impl S3Deploy {
+    async fn deploy(&self, ctx: &JobContext) -> Result<ProviderOutcome, ProviderOutcome> {
+        let job = &ctx.job;
+        let bucket = required(job, "BucketName")?.to_string();
+        let extract = match required(job, "Extract")? {
+            v if v.eq_ignore_ascii_case("true") => true,
+            v if v.eq_ignore_ascii_case("false") => false,
+            v => {
+                return Err(failure(
+                    "ConfigurationError",
+                    format!("Extract must be true or false, not {v:?}"),
+                ));
+            }
+        };
+        let object_key = job
+            .configuration
+            .get("ObjectKey")
+            .filter(|k| !k.is_empty())
+            .cloned();
+        let encryption = match job.configuration.get("KMSEncryptionKeyARN") {
+            Some(key) if !key.is_empty() => Encryption::Kms(key.clone()),
+            _ => Encryption::S3Managed,
+        };
+        let Some((artifact, input_dir)) = ctx.inputs.first() else {
+            return Err(failure(
+                "ConfigurationError",
+                "an S3 deploy needs one input artifact".into(),
+            ));
+        };
+        let clients = self.deps.clients_for(job).await?;
+        let target = if extract {
+            let prefix = object_key
+                .map(|k| format!("{}/", k.trim_end_matches('/')))
+                .unwrap_or_default();
+            let files = list_files(input_dir)
+                .await
+                .map_err(|e| failure("JobFailed", format!("reading {}: {e}", artifact.name)))?;
+            for (relative, path) in &files {
+                let key = format!("{prefix}{relative}");
+                upload_file(&clients.s3, &bucket, &key, path, &encryption)
+                    .await
+                    .map_err(|e| failure("JobFailed", e.to_string()))?;
+            }
+            format!("s3://{bucket}/{prefix}")
+        } else {
+            let Some(key) = object_key else {
+                return Err(failure(
+                    "ConfigurationError",
+                    "ObjectKey is required when Extract is false".into(),
+                ));
+            };
+            let zip = ctx.work_dir.join("deploy.zip");
+            pack(&self.deps.archiver, input_dir, &zip).await?;
+            upload_file(&clients.s3, &bucket, &key, &zip, &encryption)
+                .await
+                .map_err(|e| failure("JobFailed", e.to_string()))?;
+            format!("s3://{bucket}/{key}")
+        };
+        Ok(ProviderOutcome::Succeeded {
+            output_variables: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            external: ExternalExecution {
+                id: None,
+                summary: Some(format!("Deployed to {target}")),
+                url: Some(format!(
+                    "https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
+                )),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ActionProvider for S3Deploy {
+    async fn run(&self, ctx: &JobContext) -> ProviderOutcome {
+        self.deploy(ctx).await.unwrap_or_else(|outcome| outcome)
+    }
+}
+
+/// Every regular file under `root`, with its `/`-separated path relative to `root`, in path
+/// order. Symbolic links are skipped (the archiver refused escaping ones already).
+async fn list_files(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    let mut pending = vec![(String::new(), root.to_path_buf())];
+    while let Some((prefix, dir)) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relative = format!("{prefix}{name}");
+            let file_type = entry.file_type().await?;
+            if file_type.is_dir() {
+                pending.push((format!("{relative}/"), entry.path()));
+            } else if file_type.is_file() {
+                files.push((relative, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `Approval/AWS/Manual`: issues a fresh token; the attempt waits for `PutApprovalResult`
+/// (the approval function or the API) or its deadline.
+struct ManualApproval {
+    deps: Arc<ProviderDeps>,
+}
+
+#[async_trait]
+impl ActionProvider for ManualApproval {
+    async fn run(&self, ctx: &JobContext) -> ProviderOutcome {
+        ProviderOutcome::Pending {
+            external: ExternalExecution {
+                id: None,
+                summary: ctx.job.configuration.get("CustomData").cloned(),
+                url: ctx.job.configuration.get("ExternalEntityLink").cloned(),
+            },
+            approval_token: Some(self.deps.ids.uuid()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn list_files_walks_nested_directories_in_order() {
+        let dir = std::env::temp_dir().join(format!("penstock-list-{}", uuid::Uuid::new_v4()));
+        tokio::fs::create_dir_all(dir.join("b/c"))
+            .await
+            .expect("dirs");
+        for (path, text) in [("a.txt", "a"), ("b/c/d.txt", "d"), ("b/e.txt", "e")] {
+            tokio::fs::write(dir.join(path), text).await.expect("write");
+        }
+        let files: Vec<String> = list_files(&dir)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(relative, _)| relative)
+            .collect();
+        assert_eq!(files, vec!["a.txt", "b/c/d.txt", "b/e.txt"]);
+        tokio::fs::remove_dir_all(&dir).await.expect("cleanup");
+    }
+}
