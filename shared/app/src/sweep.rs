@@ -112,12 +112,16 @@ impl Sweeper {
         } else {
             self.settings.stale_outbox_ms
         };
-        if engine.republish_stale_outbox(pipeline, age).await? {
-            report.republished_outboxes += 1;
-        }
+        // One read serves the whole pass: publishing the outbox changes no state.
         let runtime = engine.repo.load_runtime(pipeline).await?;
-        let state = &runtime.value.state;
         let now = engine.clock.now();
+        if let Some(since) = runtime.value.outbox_since {
+            if now.0 - since.0 >= age {
+                engine.flush_outbox(pipeline, runtime.clone()).await;
+                report.republished_outboxes += 1;
+            }
+        }
+        let state = &runtime.value.state;
         for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {
             engine
                 .apply(
