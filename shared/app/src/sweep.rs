@@ -115,11 +115,13 @@ impl Sweeper {
         // One read serves the whole pass: publishing the outbox changes no state.
         let runtime = engine.repo.load_runtime(pipeline).await?;
         let now = engine.clock.now();
-        if let Some(since) = runtime.value.outbox_since {
-            if now.0 - since.0 >= age {
-                engine.flush_outbox(pipeline, runtime.clone()).await;
-                report.republished_outboxes += 1;
-            }
+        if runtime
+            .value
+            .outbox_since
+            .is_some_and(|since| now.0 - since.0 >= age)
+        {
+            engine.flush_outbox(pipeline, runtime.clone()).await;
+            report.republished_outboxes += 1;
         }
         let state = &runtime.value.state;
         for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {

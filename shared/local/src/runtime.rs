@@ -323,7 +323,10 @@ impl Sweeper {
             // On the first sweep every outbox and unclaimed attempt is stale: its writer is gone.
             match self.sweeper.sweep(self.first, &hooks).await {
                 Ok(report) if report.failed > 0 => {
-                    debug!(failed = report.failed, "some pipelines were not swept; trying again")
+                    debug!(
+                        failed = report.failed,
+                        "some pipelines were not swept; trying again"
+                    )
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "sweep failed; trying again"),
