@@ -45,7 +45,10 @@ pub struct Advancer {
 }
 
 impl Advancer {
-    pub fn new(engine: Engine, providers: Option<std::sync::Arc<dyn penstock_app::ports::ProviderRegistry>>) -> Self {
+    pub fn new(
+        engine: Engine,
+        providers: Option<std::sync::Arc<dyn penstock_app::ports::ProviderRegistry>>,
+    ) -> Self {
         let sweeper = Sweeper {
             engine: engine.clone(),
             owner: SWEEPER_OWNER.to_string(),
@@ -68,8 +71,8 @@ impl Advancer {
         if is_schedule(&event) {
             return self.sweep().await;
         }
-        let envelope = decode_internal_event(&event)
-            .map_err(|e| HandlerError::rejected(e.to_string()))?;
+        let envelope =
+            decode_internal_event(&event).map_err(|e| HandlerError::rejected(e.to_string()))?;
         match envelope.message {
             BusMessage::EngineInput { pipeline, input } => {
                 let applied = self.engine.apply(&pipeline, input).await?;
@@ -110,6 +113,9 @@ pub fn is_schedule(event: &Value) -> bool {
     matches!(
         (field("source"), field("detail-type")),
         (Some(SWEEP_SOURCE), Some(SWEEP_DETAIL_TYPE))
-            | (Some(SCHEDULED_RULE_SOURCE), Some(SCHEDULED_RULE_DETAIL_TYPE))
+            | (
+                Some(SCHEDULED_RULE_SOURCE),
+                Some(SCHEDULED_RULE_DETAIL_TYPE)
+            )
     )
 }

@@ -22,8 +22,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let advancer = Advancer::new(parts.engine(), providers);
     let advancer = &advancer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        penstock_aws::handler::outcome(advancer.handle(event.payload).await)
-            .map_err(diagnostic)
+        penstock_aws::handler::outcome(advancer.handle(event.payload).await).map_err(diagnostic)
     }))
     .await
 }
@@ -31,7 +30,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 /// Lambda's error report: the type says whether a retry can help.
 fn diagnostic(error: penstock_aws::HandlerError) -> Diagnostic {
     Diagnostic {
-        error_type: if error.retryable { "Retryable" } else { "Rejected" }.to_string(),
+        error_type: if error.retryable {
+            "Retryable"
+        } else {
+            "Rejected"
+        }
+        .to_string(),
         error_message: error.message,
     }
 }

@@ -26,9 +26,13 @@ use penstock_app::ports::{
 };
 use penstock_app::repo::Repository;
 use penstock_aws::config::{ArtifactConfig, AwsConfig};
-use penstock_aws::testing::{BusTap, CallCount, CallCounter, ThrottleDynamoDb, sdk_config, unique_name};
+use penstock_aws::testing::{
+    BusTap, CallCount, CallCounter, ThrottleDynamoDb, sdk_config, unique_name,
+};
 use penstock_aws::{AwsClients, AwsParts, DynamoStore};
-use penstock_core::engine::{ExecutionStatus, Input, StartRequest, Timestamp, Trigger, TriggerType};
+use penstock_core::engine::{
+    ExecutionStatus, Input, StartRequest, Timestamp, Trigger, TriggerType,
+};
 use penstock_core::model::PipelineDeclaration;
 use serde_json::{Value, json};
 
@@ -60,7 +64,9 @@ impl EventBus for CrashingBus {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if crash {
-            return Err(BusError::Unavailable("the process died before publishing".into()));
+            return Err(BusError::Unavailable(
+                "the process died before publishing".into(),
+            ));
         }
         self.inner.publish(envelopes).await
     }
@@ -76,11 +82,17 @@ fn routes() -> BTreeMap<String, Vec<Value>> {
     BTreeMap::from([
         (
             "advancer".to_string(),
-            penstock_advancer::event_patterns().into_iter().map(|(_, p)| p).collect(),
+            penstock_advancer::event_patterns()
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect(),
         ),
         (
             "dispatcher".to_string(),
-            penstock_dispatcher::event_patterns().into_iter().map(|(_, p)| p).collect(),
+            penstock_dispatcher::event_patterns()
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect(),
         ),
     ])
 }
@@ -103,15 +115,23 @@ fn template_routes(text: &str) -> BTreeMap<String, Vec<Value>> {
         let Some(code_uri) = properties.get("CodeUri").and_then(Value::as_str) else {
             continue;
         };
-        let function = code_uri.trim_end_matches('/').rsplit('/').next().unwrap_or(code_uri).to_string();
+        let function = code_uri
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(code_uri)
+            .to_string();
         let Some(events) = properties.get("Events").and_then(Value::as_object) else {
             continue;
         };
         for event in events.values() {
-            if event.get("Type").and_then(Value::as_str) == Some("EventBridgeRule") {
-                if let Some(pattern) = event["Properties"].get("Pattern") {
-                    routes.entry(function.clone()).or_default().push(pattern.clone());
-                }
+            if event.get("Type").and_then(Value::as_str) == Some("EventBridgeRule")
+                && let Some(pattern) = event["Properties"].get("Pattern")
+            {
+                routes
+                    .entry(function.clone())
+                    .or_default()
+                    .push(pattern.clone());
             }
         }
     }
@@ -173,11 +193,22 @@ async fn world() -> World {
     let throttle = ThrottleDynamoDb::new("TransactWriteItems");
     let clients = AwsClients::with_interceptors(&config, vec![counter.shared(), throttle.shared()]);
     let (table, bus_name) = (unique_name("state"), unique_name("bus"));
-    let (artifact_bucket, source_bucket, deploy_bucket) =
-        (unique_name("artifacts"), unique_name("source"), unique_name("site"));
-    DynamoStore::create_table(&clients.dynamodb, &table).await.expect("table");
+    let (artifact_bucket, source_bucket, deploy_bucket) = (
+        unique_name("artifacts"),
+        unique_name("source"),
+        unique_name("site"),
+    );
+    DynamoStore::create_table(&clients.dynamodb, &table)
+        .await
+        .expect("table");
     for bucket in [&artifact_bucket, &source_bucket, &deploy_bucket] {
-        clients.s3.create_bucket().bucket(bucket).send().await.expect("bucket");
+        clients
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("bucket");
     }
     for bucket in [&artifact_bucket, &source_bucket] {
         clients
@@ -352,13 +383,19 @@ async fn upload_source(w: &World, index: &str) -> String {
     std::fs::write(app.join("index.html"), index).expect("index");
     std::fs::write(app.join("assets/site.css"), "body { color: teal; }").expect("css");
     let zip = dir.path().join("app.zip");
-    penstock_local::adapters::ZipArchiver.pack(&app, &zip).expect("zip");
+    penstock_local::adapters::ZipArchiver
+        .pack(&app, &zip)
+        .expect("zip");
     w.clients
         .s3
         .put_object()
         .bucket(&w.source_bucket)
         .key("app.zip")
-        .body(aws_sdk_s3::primitives::ByteStream::from_path(&zip).await.expect("body"))
+        .body(
+            aws_sdk_s3::primitives::ByteStream::from_path(&zip)
+                .await
+                .expect("body"),
+        )
         .send()
         .await
         .expect("upload source")
@@ -428,9 +465,13 @@ async fn pump(
             for event in events {
                 delivered += 1;
                 let result = match function.as_str() {
-                    "dispatcher" => penstock_dispatcher::handle_event(&w.dispatcher, event.clone()).await,
+                    "dispatcher" => {
+                        penstock_dispatcher::handle_event(&w.dispatcher, event.clone()).await
+                    }
                     "advancer" => w.advancer.handle_event(event.clone()).await,
-                    other => panic!("the template routes events to {other}, which this test does not run"),
+                    other => panic!(
+                        "the template routes events to {other}, which this test does not run"
+                    ),
                 };
                 let result = result.unwrap_or_else(|e| panic!("{function} failed on {event}: {e}"));
                 pump.handled.push((function.clone(), event, result));
@@ -444,21 +485,30 @@ async fn pump(
             // Nothing in flight: time passes (past the sweeper's staleness thresholds) and the
             // schedule fires.
             w.clock.offset_ms.fetch_add(
-                penstock_advancer::STALE_OUTBOX_MS.max(penstock_advancer::UNCLAIMED_ATTEMPT_MS) + 1_000,
+                penstock_advancer::STALE_OUTBOX_MS.max(penstock_advancer::UNCLAIMED_ATTEMPT_MS)
+                    + 1_000,
                 Ordering::SeqCst,
             );
             w.advancer.handle_event(sweep_event()).await.expect("sweep");
             pump.sweeps += 1;
         }
     }
-    panic!("the execution did not finish: {:?}", execution_status(w, pipeline, execution_id).await);
+    panic!(
+        "the execution did not finish: {:?}",
+        execution_status(w, pipeline, execution_id).await
+    );
 }
 
 /// The (detail-type, detail) of every public event drained, without duplicates.
 fn public_events(events: &[Value]) -> BTreeSet<(String, String)> {
     events
         .iter()
-        .map(|e| (e["detail-type"].as_str().unwrap_or_default().to_string(), e["detail"].to_string()))
+        .map(|e| {
+            (
+                e["detail-type"].as_str().unwrap_or_default().to_string(),
+                e["detail"].to_string(),
+            )
+        })
         .collect()
 }
 
@@ -468,8 +518,15 @@ fn states(events: &[Value], detail_type: &str, field: &str) -> BTreeSet<(String,
         .filter(|e| e["detail-type"] == detail_type)
         .map(|e| {
             (
-                e["detail"].get(field).and_then(Value::as_str).unwrap_or_default().to_string(),
-                e["detail"]["state"].as_str().unwrap_or_default().to_string(),
+                e["detail"]
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                e["detail"]["state"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect()
@@ -485,7 +542,10 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
         .await
         .expect("create");
     for (function, tap) in &w.taps {
-        assert!(tap.drain().await.expect("drain").is_empty(), "nothing routed to {function} yet");
+        assert!(
+            tap.drain().await.expect("drain").is_empty(),
+            "nothing routed to {function} yet"
+        );
     }
 
     // A duplicated start: one execution.
@@ -502,34 +562,43 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     let mut crashed = false;
     let mut stale_source_event: Option<Value> = None;
     let mut run = Pump::default();
-    let status = pump(&w, &pipeline, &execution_id, &mut run, |function, events, pump| {
-        if function != "dispatcher" {
-            return events;
-        }
-        let mut out = Vec::new();
-        for event in events {
-            let action = event["detail"]["message"]["ActionScheduled"]["action"].as_str().unwrap_or_default().to_string();
-            if action == "Fetch" && stale_source_event.is_none() {
-                stale_source_event = Some(event.clone());
-                // The source dispatch's success is the write whose publish is lost.
-                w.bus.crash_next.store(1, Ordering::SeqCst);
-                crashed = true;
+    let status = pump(
+        &w,
+        &pipeline,
+        &execution_id,
+        &mut run,
+        |function, events, pump| {
+            if function != "dispatcher" {
+                return events;
             }
-            if action == "Publish" {
-                if let Some(stale) = stale_source_event.take() {
+            let mut out = Vec::new();
+            for event in events {
+                let action = event["detail"]["message"]["ActionScheduled"]["action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if action == "Fetch" && stale_source_event.is_none() {
+                    stale_source_event = Some(event.clone());
+                    // The source dispatch's success is the write whose publish is lost.
+                    w.bus.crash_next.store(1, Ordering::SeqCst);
+                    crashed = true;
+                }
+                if action == "Publish"
+                    && let Some(stale) = stale_source_event.take()
+                {
                     // Reordered: the source's dispatch event arrives after the deploy's.
                     out.push(event.clone());
                     out.push(stale);
                     continue;
                 }
+                // Every dispatch event is delivered twice.
+                out.push(event.clone());
+                out.push(event);
             }
-            // Every dispatch event is delivered twice.
-            out.push(event.clone());
-            out.push(event);
-        }
-        let _ = pump;
-        out
-    })
+            let _ = pump;
+            out
+        },
+    )
     .await;
     assert_eq!(status, ExecutionStatus::Succeeded);
     assert!(crashed, "the crash was injected");
@@ -542,23 +611,41 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
         .filter(|(f, _, _)| f == "dispatcher")
         .filter_map(|(_, _, r)| r["result"].as_str())
         .collect();
-    assert_eq!(results.iter().filter(|r| **r == "ran").count(), 3, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| **r == "ran").count(),
+        3,
+        "{results:?}"
+    );
     assert!(results.contains(&"already-claimed"), "{results:?}");
     assert!(results.contains(&"stale"), "{results:?}");
-    assert!(run.sweeps >= 2, "the sweeper polled the build and recovered the lost publish");
+    assert!(
+        run.sweeps >= 2,
+        "the sweeper polled the build and recovered the lost publish"
+    );
 
     // One execution, succeeded, from the pinned source version.
-    let (executions, _) = w.control.list_executions(&pipeline, None, 10).await.expect("list");
+    let (executions, _) = w
+        .control
+        .list_executions(&pipeline, None, 10)
+        .await
+        .expect("list");
     assert_eq!(executions.len(), 1);
     let execution = &executions[0];
     let fetch = &execution.stages[0].actions[0];
     assert_eq!(fetch.output_variables.get("VersionId"), Some(&version));
     let compile = &execution.stages[1].actions[0];
-    assert_eq!(compile.resolved_configuration.get("EnvironmentVariables").map(|v| v.contains(&version)), Some(true));
+    assert_eq!(
+        compile
+            .resolved_configuration
+            .get("EnvironmentVariables")
+            .map(|v| v.contains(&version)),
+        Some(true)
+    );
     assert!(compile.external.id.is_some(), "the build id is recorded");
 
     // The artifact is encrypted with the pipeline's key, and the site is deployed with SSE.
-    let artifact = penstock_aws::artifacts::S3Object::parse(&fetch.output_artifacts[0].location).expect("location");
+    let artifact = penstock_aws::artifacts::S3Object::parse(&fetch.output_artifacts[0].location)
+        .expect("location");
     assert!(artifact.version_id.is_some());
     let head = w
         .clients
@@ -570,7 +657,10 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
         .send()
         .await
         .expect("artifact");
-    assert_eq!(head.server_side_encryption().map(|e| e.as_str()), Some("aws:kms"));
+    assert_eq!(
+        head.server_side_encryption().map(|e| e.as_str()),
+        Some("aws:kms")
+    );
     assert!(head.ssekms_key_id().is_some_and(|k| k.contains(&w.key_id)));
     let page = w
         .clients
@@ -581,7 +671,10 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
         .send()
         .await
         .expect("deployed page");
-    assert_eq!(page.server_side_encryption().map(|e| e.as_str()), Some("aws:kms"));
+    assert_eq!(
+        page.server_side_encryption().map(|e| e.as_str()),
+        Some("aws:kms")
+    );
     let body = page.body.collect().await.expect("body").into_bytes();
     assert_eq!(body.as_ref(), b"<h1>one</h1>");
 
@@ -589,22 +682,40 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     let observed = w.observer.drain().await.expect("observer");
     assert!(observed.iter().all(|e| e["source"] == PUBLIC_EVENT_SOURCE));
     assert_eq!(
-        states(&observed, "CodePipeline Pipeline Execution State Change", "execution-id"),
+        states(
+            &observed,
+            "CodePipeline Pipeline Execution State Change",
+            "execution-id"
+        ),
         BTreeSet::from([
             (execution_id.clone(), "STARTED".to_string()),
             (execution_id.clone(), "SUCCEEDED".to_string()),
         ])
     );
-    let stages = states(&observed, "CodePipeline Stage Execution State Change", "stage");
-    let actions = states(&observed, "CodePipeline Action Execution State Change", "action");
+    let stages = states(
+        &observed,
+        "CodePipeline Stage Execution State Change",
+        "stage",
+    );
+    let actions = states(
+        &observed,
+        "CodePipeline Action Execution State Change",
+        "action",
+    );
     for stage in ["Source", "Build", "Deploy"] {
         for state in ["STARTED", "SUCCEEDED"] {
-            assert!(stages.contains(&(stage.to_string(), state.to_string())), "{stage} {state}: {stages:?}");
+            assert!(
+                stages.contains(&(stage.to_string(), state.to_string())),
+                "{stage} {state}: {stages:?}"
+            );
         }
     }
     for action in ["Fetch", "Compile", "Publish"] {
         for state in ["STARTED", "SUCCEEDED"] {
-            assert!(actions.contains(&(action.to_string(), state.to_string())), "{action} {state}: {actions:?}");
+            assert!(
+                actions.contains(&(action.to_string(), state.to_string())),
+                "{action} {state}: {actions:?}"
+            );
         }
     }
 
@@ -612,7 +723,10 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     upload_source(&w, "<h1>two</h1>").await;
     w.counter.take();
     let second = RandomIds.uuid();
-    w.advancer.handle_event(start_event(&pipeline, &second)).await.expect("start");
+    w.advancer
+        .handle_event(start_event(&pipeline, &second))
+        .await
+        .expect("start");
     let mut clean = Pump::default();
     let status = pump(&w, &pipeline, &second, &mut clean, |_, events, _| events).await;
     assert_eq!(status, ExecutionStatus::Succeeded);
@@ -620,13 +734,19 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     let observed = w.observer.drain().await.expect("observer");
     report_calls(&counts, 3, clean.sweeps, public_events(&observed).len());
     let store = w.control.engine.repo.store();
-    for (pk, sk) in [(format!("PIPELINE#{pipeline}"), "STATE"), (format!("EXECUTION#{second}"), "EXECUTION")] {
+    for (pk, sk) in [
+        (format!("PIPELINE#{pipeline}"), "STATE"),
+        (format!("EXECUTION#{second}"), "EXECUTION"),
+    ] {
         let item = store
             .get(&penstock_app::store::ItemKey::new(pk.clone(), sk))
             .await
             .expect("get")
             .expect("item");
-        println!("  item {pk}/{sk}: {} bytes of JSON", item.body.to_string().len());
+        println!(
+            "  item {pk}/{sk}: {} bytes of JSON",
+            item.body.to_string().len()
+        );
     }
 }
 
@@ -637,7 +757,9 @@ fn report_calls(
     sweeps: usize,
     public_events: usize,
 ) {
-    println!("AWS calls for one execution of 3 actions ({sweeps} sweeps, {public_events} public events):");
+    println!(
+        "AWS calls for one execution of 3 actions ({sweeps} sweeps, {public_events} public events):"
+    );
     for ((service, operation), count) in counts {
         println!(
             "  {service:<12} {operation:<28} {:>3} calls {:>3} attempts  {:.2} per action",

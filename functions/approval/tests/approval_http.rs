@@ -48,7 +48,10 @@ async fn waiting_approval() -> (Control, String) {
         }]}]
     }))
     .expect("declaration");
-    control.create_pipeline(declaration, Vec::new()).await.expect("create");
+    control
+        .create_pipeline(declaration, Vec::new())
+        .await
+        .expect("create");
     let id = control
         .start_execution("gate", Default::default())
         .await
@@ -100,26 +103,42 @@ fn body_json(response: &lambda_http::Response<Body>) -> Value {
 #[tokio::test]
 async fn an_approval_with_the_open_token_settles_the_action() {
     let (control, id) = waiting_approval().await;
-    let response = penstock_approval::handle(&control, request(Method::POST, &decision("token-1", "Approved"))).await;
+    let response = penstock_approval::handle(
+        &control,
+        request(Method::POST, &decision("token-1", "Approved")),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(body_json(&response)["approvedAt"].as_f64().is_some());
     let execution = control.get_execution("gate", &id).await.expect("execution");
-    assert_eq!(execution.stages[0].actions[0].status, ActionStatus::Succeeded);
+    assert_eq!(
+        execution.stages[0].actions[0].status,
+        ActionStatus::Succeeded
+    );
     assert_eq!(execution.status, ExecutionStatus::Succeeded);
 
     // The token is single use.
-    let again = penstock_approval::handle(&control, request(Method::POST, &decision("token-1", "Approved"))).await;
+    let again = penstock_approval::handle(
+        &control,
+        request(Method::POST, &decision("token-1", "Approved")),
+    )
+    .await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn refusals_name_the_exception_and_change_nothing() {
     let (control, id) = waiting_approval().await;
-    let wrong = penstock_approval::handle(&control, request(Method::POST, &decision("token-2", "Approved"))).await;
+    let wrong = penstock_approval::handle(
+        &control,
+        request(Method::POST, &decision("token-2", "Approved")),
+    )
+    .await;
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_json(&wrong)["__type"], "InvalidApprovalTokenException");
 
-    let malformed = penstock_approval::handle(&control, request(Method::POST, "{\"token\": 1}")).await;
+    let malformed =
+        penstock_approval::handle(&control, request(Method::POST, "{\"token\": 1}")).await;
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_json(&malformed)["__type"], "ValidationException");
 
@@ -128,16 +147,26 @@ async fn refusals_name_the_exception_and_change_nothing() {
 
     let missing = penstock_approval::handle(
         &control,
-        request(Method::POST, &decision("token-1", "Approved").replace("\"gate\"", "\"nope\"")),
+        request(
+            Method::POST,
+            &decision("token-1", "Approved").replace("\"gate\"", "\"nope\""),
+        ),
     )
     .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(body_json(&missing)["__type"], "PipelineNotFoundException");
 
     let execution = control.get_execution("gate", &id).await.expect("execution");
-    assert_eq!(execution.stages[0].actions[0].status, ActionStatus::InProgress);
+    assert_eq!(
+        execution.stages[0].actions[0].status,
+        ActionStatus::InProgress
+    );
 
-    let rejected = penstock_approval::handle(&control, request(Method::POST, &decision("token-1", "Rejected"))).await;
+    let rejected = penstock_approval::handle(
+        &control,
+        request(Method::POST, &decision("token-1", "Rejected")),
+    )
+    .await;
     assert_eq!(rejected.status(), StatusCode::OK);
     let execution = control.get_execution("gate", &id).await.expect("execution");
     assert_eq!(execution.status, ExecutionStatus::Failed);

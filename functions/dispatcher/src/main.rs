@@ -44,7 +44,12 @@ fn uuid_like() -> String {
 /// Lambda's error report: the type says whether a retry can help.
 fn diagnostic(error: penstock_aws::HandlerError) -> Diagnostic {
     Diagnostic {
-        error_type: if error.retryable { "Retryable" } else { "Rejected" }.to_string(),
+        error_type: if error.retryable {
+            "Retryable"
+        } else {
+            "Rejected"
+        }
+        .to_string(),
         error_message: error.message,
     }
 }

@@ -72,7 +72,10 @@ impl S3Object {
     }
 }
 
-fn s3_error<E, R>(what: &str, error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ArtifactError
+fn s3_error<E, R>(
+    what: &str,
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> ArtifactError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -94,7 +97,9 @@ where
 /// A version id from S3, if it names one (moto answers `null` for unversioned buckets, where
 /// S3 sends no version at all).
 pub(crate) fn version_of(version: Option<&str>) -> Option<String> {
-    version.filter(|v| !v.is_empty() && *v != "null").map(str::to_string)
+    version
+        .filter(|v| !v.is_empty() && *v != "null")
+        .map(str::to_string)
 }
 
 /// Upload the file at `path` to `bucket/key` with `encryption`: one `PutObject` below
@@ -155,21 +160,19 @@ pub async fn upload_file(
         .to_string();
     let result = upload_parts(client, bucket, key, &upload_id, path, size).await;
     let completed = match result {
-        Ok(parts) => {
-            client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| s3_error(&what, &e))
-        }
+        Ok(parts) => client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(&what, &e)),
         Err(e) => Err(e),
     };
     match completed {
@@ -256,7 +259,8 @@ pub async fn download_file(
         .send()
         .await
         .map_err(|e| s3_error(&what, &e))?;
-    let io = |e: std::io::Error| ArtifactError::Unavailable(format!("writing {}: {e}", dest.display()));
+    let io =
+        |e: std::io::Error| ArtifactError::Unavailable(format!("writing {}: {e}", dest.display()));
     let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
     let mut reader = output.body.into_async_read();
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
@@ -275,7 +279,11 @@ pub struct S3Artifacts {
 impl S3Artifacts {
     /// `default_bucket` and `default_key` serve pipelines whose declaration names no artifact
     /// store or no encryption key.
-    pub fn new(client: Client, default_bucket: impl Into<String>, default_key: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        default_bucket: impl Into<String>,
+        default_key: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             default_bucket: default_bucket.into(),

@@ -157,7 +157,10 @@ impl EventBridgeBus {
                 return Err(BusError::Partial {
                     failed: failed.len(),
                     total,
-                    reason: format!("entries failed {ENTRY_ATTEMPTS} times: {}", codes.join(", ")),
+                    reason: format!(
+                        "entries failed {ENTRY_ATTEMPTS} times: {}",
+                        codes.join(", ")
+                    ),
                 });
             }
             debug!(failed = failed.len(), total, attempt, codes = ?codes, "sending failed events again");
@@ -255,8 +258,8 @@ pub fn decode_internal_event(event: &Value) -> Result<Envelope, DecodeError> {
         .and_then(Value::as_str)
         .ok_or(DecodeError::Missing("detail-type"))?;
     let detail = event.get("detail").ok_or(DecodeError::Missing("detail"))?;
-    let envelope: Envelope = serde_json::from_value(detail.clone())
-        .map_err(|e| DecodeError::Detail(e.to_string()))?;
+    let envelope: Envelope =
+        serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Detail(e.to_string()))?;
     let expected = envelope.message.detail_type();
     if expected != detail_type {
         return Err(DecodeError::Mismatch {

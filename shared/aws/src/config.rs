@@ -20,7 +20,10 @@ pub const KMS_KEY_VAR: &str = "PENSTOCK_KMS_KEY_ARN";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("environment variable {name} is not set ({what})")]
-    Missing { name: &'static str, what: &'static str },
+    Missing {
+        name: &'static str,
+        what: &'static str,
+    },
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("no AWS region configured (set AWS_REGION)")]
@@ -201,7 +204,13 @@ mod tests {
             (BUCKET_VAR, "artifacts"),
         ]))
         .expect_err("bucket without key");
-        assert!(matches!(error, ConfigError::Missing { name: KMS_KEY_VAR, .. }));
+        assert!(matches!(
+            error,
+            ConfigError::Missing {
+                name: KMS_KEY_VAR,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -219,6 +228,12 @@ mod tests {
             (KMS_KEY_VAR, "k"),
         ]))
         .expect_err("bucket URL");
-        assert!(matches!(error, ConfigError::Invalid { name: BUCKET_VAR, .. }));
+        assert!(matches!(
+            error,
+            ConfigError::Invalid {
+                name: BUCKET_VAR,
+                ..
+            }
+        ));
     }
 }

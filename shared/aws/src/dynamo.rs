@@ -193,7 +193,8 @@ impl DynamoStore {
         let mut items = Vec::with_capacity(writes.len());
         let mut versions = Vec::with_capacity(writes.len());
         for write in writes {
-            let invalid = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Invalid(e.to_string());
+            let invalid =
+                |e: aws_sdk_dynamodb::error::BuildError| StoreError::Invalid(e.to_string());
             let item = match write {
                 Write::Put {
                     key,
@@ -427,14 +428,14 @@ fn map_transaction_error<R: std::fmt::Debug>(
         let failed = reasons
             .iter()
             .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
-        if let Some(position) = failed {
-            if let Some(write) = writes.get(position) {
-                let key = write.key();
-                return StoreError::Conflict {
-                    pk: key.pk.clone(),
-                    sk: key.sk.clone(),
-                };
-            }
+        if let Some(position) = failed
+            && let Some(write) = writes.get(position)
+        {
+            let key = write.key();
+            return StoreError::Conflict {
+                pk: key.pk.clone(),
+                sk: key.sk.clone(),
+            };
         }
         let codes: Vec<&str> = reasons.iter().filter_map(|reason| reason.code()).collect();
         if codes
@@ -634,7 +635,10 @@ mod tests {
     #[test]
     fn conditions_treat_expired_items_as_absent() {
         let absent = condition_for(Expect::Absent, 100);
-        assert_eq!(absent.expression, "attribute_not_exists(#pk) OR #exp < :now");
+        assert_eq!(
+            absent.expression,
+            "attribute_not_exists(#pk) OR #exp < :now"
+        );
         assert_eq!(absent.values[":now"], AttributeValue::N("100".into()));
         let version = condition_for(Expect::Version(7), 100);
         assert!(version.expression.contains("#v = :v"));

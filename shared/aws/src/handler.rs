@@ -39,7 +39,9 @@ impl From<AppError> for HandlerError {
 
 /// The events of an invocation: one EventBridge event delivered directly, or the bodies of an
 /// SQS batch (a queue between the bus and the function), each with its message id.
-pub fn events_of(payload: &serde_json::Value) -> Result<Vec<(Option<String>, serde_json::Value)>, HandlerError> {
+pub fn events_of(
+    payload: &serde_json::Value,
+) -> Result<Vec<(Option<String>, serde_json::Value)>, HandlerError> {
     let Some(records) = payload.get("Records").and_then(|r| r.as_array()) else {
         return Ok(vec![(None, payload.clone())]);
     };
@@ -54,8 +56,9 @@ pub fn events_of(payload: &serde_json::Value) -> Result<Vec<(Option<String>, ser
                 .get("body")
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| HandlerError::rejected("an SQS record without a body"))?;
-            let event = serde_json::from_str(body)
-                .map_err(|e| HandlerError::rejected(format!("an SQS record body is not JSON: {e}")))?;
+            let event = serde_json::from_str(body).map_err(|e| {
+                HandlerError::rejected(format!("an SQS record body is not JSON: {e}"))
+            })?;
             Ok((id, event))
         })
         .collect()
@@ -82,10 +85,10 @@ where
             Err(error) if !batch => return Err(error),
             Err(error) => {
                 tracing::warn!(message_id = ?id, retryable = error.retryable, error = %error.message, "event failed");
-                if error.retryable {
-                    if let Some(id) = id {
-                        failures.push(serde_json::json!({ "itemIdentifier": id }));
-                    }
+                if error.retryable
+                    && let Some(id) = id
+                {
+                    failures.push(serde_json::json!({ "itemIdentifier": id }));
                 }
             }
         }
@@ -93,7 +96,10 @@ where
     if batch {
         Ok(serde_json::json!({ "batchItemFailures": failures }))
     } else {
-        Ok(results.into_iter().next().unwrap_or(serde_json::Value::Null))
+        Ok(results
+            .into_iter()
+            .next()
+            .unwrap_or(serde_json::Value::Null))
     }
 }
 

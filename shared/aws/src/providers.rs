@@ -3,6 +3,10 @@
 //! `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's credentials
 //! (through the [`RoleAssumer`]).
 
+// Providers return early with the outcome that reports a failure (`Err(ProviderOutcome)`):
+// the port's own type, built once per attempt, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,7 +185,12 @@ impl S3Source {
             .set_version_id(version_id.clone())
             .send()
             .await
-            .map_err(|e| failure("JobFailed", format!("s3://{bucket}/{key}: {}", describe(&e))))?;
+            .map_err(|e| {
+                failure(
+                    "JobFailed",
+                    format!("s3://{bucket}/{key}: {}", describe(&e)),
+                )
+            })?;
         let object = S3Object {
             bucket: bucket.clone(),
             key: key.clone(),
@@ -192,7 +201,11 @@ impl S3Source {
             .await
             .map_err(|e| failure("JobFailed", e.to_string()))?;
         unpack(&self.deps.archiver, &zip, out_dir).await?;
-        let etag = head.e_tag().unwrap_or_default().trim_matches('"').to_string();
+        let etag = head
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
         let mut output_variables = BTreeMap::from([("ETag".to_string(), etag.clone())]);
         if let Some(version) = &object.version_id {
             output_variables.insert("VersionId".into(), version.clone());
@@ -251,7 +264,10 @@ fn codebuild_source(artifact: &ArtifactRef) -> Result<(String, Option<String>), 
             format!("input artifact {}: {e}", artifact.name),
         )
     })?;
-    Ok((format!("{}/{}", object.bucket, object.key), object.version_id))
+    Ok((
+        format!("{}/{}", object.bucket, object.key),
+        object.version_id,
+    ))
 }
 
 impl CodeBuild {
@@ -277,7 +293,8 @@ impl CodeBuild {
             })?,
             None => Vec::new(),
         };
-        let invalid = |e: aws_sdk_codebuild::error::BuildError| failure("ConfigurationError", e.to_string());
+        let invalid =
+            |e: aws_sdk_codebuild::error::BuildError| failure("ConfigurationError", e.to_string());
         let mut environment = Vec::new();
         for variable in variables {
             let variable_type = match variable.variable_type.as_deref() {
@@ -287,7 +304,10 @@ impl CodeBuild {
                 Some(other) => {
                     return Err(failure(
                         "ConfigurationError",
-                        format!("environment variable {} has unknown type {other}", variable.name),
+                        format!(
+                            "environment variable {} has unknown type {other}",
+                            variable.name
+                        ),
                     ));
                 }
             };
@@ -303,15 +323,18 @@ impl CodeBuild {
         // The primary source is `PrimarySource` when named, else the first input.
         let primary_name = job.configuration.get("PrimarySource");
         let mut inputs: Vec<&ArtifactRef> = job.input_artifacts.iter().collect();
-        if let Some(name) = primary_name {
-            if let Some(position) = inputs.iter().position(|a| &a.name == name) {
-                let primary = inputs.remove(position);
-                inputs.insert(0, primary);
-            }
+        if let Some(name) = primary_name
+            && let Some(position) = inputs.iter().position(|a| &a.name == name)
+        {
+            let primary = inputs.remove(position);
+            inputs.insert(0, primary);
         }
         let (bucket, encryption) = self.deps.artifacts.target(job.artifact_store.as_ref());
         let Encryption::Kms(kms_key) = encryption else {
-            return Err(failure("ConfigurationError", "artifacts need a KMS key".into()));
+            return Err(failure(
+                "ConfigurationError",
+                "artifacts need a KMS key".into(),
+            ));
         };
         let clients = self.deps.clients_for(job).await?;
         let mut request = clients
@@ -382,10 +405,12 @@ impl CodeBuild {
         for secondary in outputs {
             request = request.secondary_artifacts_override(secondary);
         }
-        let output = request
-            .send()
-            .await
-            .map_err(|e| failure("JobFailed", format!("starting build of {project}: {}", describe(&e))))?;
+        let output = request.send().await.map_err(|e| {
+            failure(
+                "JobFailed",
+                format!("starting build of {project}: {}", describe(&e)),
+            )
+        })?;
         let build_id = output
             .build_value()
             .and_then(|b| b.id())
@@ -639,7 +664,9 @@ impl S3Deploy {
             external: ExternalExecution {
                 id: None,
                 summary: Some(format!("Deployed to {target}")),
-                url: Some(format!("https://s3.console.aws.amazon.com/s3/buckets/{bucket}")),
+                url: Some(format!(
+                    "https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
+                )),
             },
         })
     }
@@ -701,7 +728,9 @@ mod tests {
     #[tokio::test]
     async fn list_files_walks_nested_directories_in_order() {
         let dir = std::env::temp_dir().join(format!("penstock-list-{}", uuid::Uuid::new_v4()));
-        tokio::fs::create_dir_all(dir.join("b/c")).await.expect("dirs");
+        tokio::fs::create_dir_all(dir.join("b/c"))
+            .await
+            .expect("dirs");
         for (path, text) in [("a.txt", "a"), ("b/c/d.txt", "d"), ("b/e.txt", "e")] {
             tokio::fs::write(dir.join(path), text).await.expect("write");
         }

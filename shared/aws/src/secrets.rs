@@ -69,7 +69,11 @@ impl KmsSecrets {
     }
 
     /// Decrypt base64 ciphertext; `name` says which secret it is in errors.
-    pub async fn decrypt_base64(&self, name: &str, ciphertext: &str) -> Result<Secret, SecretError> {
+    pub async fn decrypt_base64(
+        &self,
+        name: &str,
+        ciphertext: &str,
+    ) -> Result<Secret, SecretError> {
         let bytes = STANDARD
             .decode(ciphertext.trim())
             .map_err(|_| SecretError::NotBase64 {
@@ -104,7 +108,11 @@ impl KmsSecrets {
 
     /// Encrypt a value under `key_id` into the base64 form [`KmsSecrets::decrypt_base64`]
     /// reads (for deployment tooling and tests).
-    pub async fn encrypt_base64(&self, key_id: &str, value: &Secret) -> Result<String, SecretError> {
+    pub async fn encrypt_base64(
+        &self,
+        key_id: &str,
+        value: &Secret,
+    ) -> Result<String, SecretError> {
         let output = self
             .client
             .encrypt()
@@ -116,10 +124,12 @@ impl KmsSecrets {
                 name: key_id.to_string(),
                 reason: describe(&e),
             })?;
-        let blob = output.ciphertext_blob().ok_or_else(|| SecretError::Refused {
-            name: key_id.to_string(),
-            reason: "KMS returned no ciphertext".into(),
-        })?;
+        let blob = output
+            .ciphertext_blob()
+            .ok_or_else(|| SecretError::Refused {
+                name: key_id.to_string(),
+                reason: "KMS returned no ciphertext".into(),
+            })?;
         Ok(STANDARD.encode(blob.as_ref()))
     }
 }

@@ -58,13 +58,13 @@ impl MotoServer {
 pub fn moto() -> &'static MotoServer {
     static SERVER: OnceLock<MotoServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        if let Ok(endpoint) = std::env::var(MOTO_ENDPOINT_VAR) {
-            if !endpoint.is_empty() {
-                return MotoServer {
-                    endpoint: endpoint.trim_end_matches('/').to_string(),
-                    _lifeline: None,
-                };
-            }
+        if let Ok(endpoint) = std::env::var(MOTO_ENDPOINT_VAR)
+            && !endpoint.is_empty()
+        {
+            return MotoServer {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                _lifeline: None,
+            };
         }
         start_moto().unwrap_or_else(|e| panic!("cannot start a moto server: {e}"))
     })
@@ -404,7 +404,8 @@ impl Intercept for FailEventEntries {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        cfg.interceptor_state().store_put(FailedEntries(Vec::new(), 0));
+        cfg.interceptor_state()
+            .store_put(FailedEntries(Vec::new(), 0));
         if !is_put_events(cfg) || self.remaining.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
@@ -434,7 +435,8 @@ impl Intercept for FailEventEntries {
             .headers_mut()
             .insert("content-length", text.len().to_string());
         *request.body_mut() = SdkBody::from(text);
-        cfg.interceptor_state().store_put(FailedEntries(failed, total));
+        cfg.interceptor_state()
+            .store_put(FailedEntries(failed, total));
         Ok(())
     }
 

@@ -108,7 +108,13 @@ async fn two_stores_racing_on_one_item_never_both_win() {
     ));
     let key = ItemKey::new("PIPELINE#race", "STATE");
     first
-        .put(key.clone(), Expect::Absent, json!({"writer": "none"}), None, None)
+        .put(
+            key.clone(),
+            Expect::Absent,
+            json!({"writer": "none"}),
+            None,
+            None,
+        )
         .await
         .expect("seed");
     for round in 1..=20u64 {
@@ -117,7 +123,13 @@ async fn two_stores_racing_on_one_item_never_both_win() {
             let key = key.clone();
             tokio::spawn(async move {
                 store
-                    .put(key, Expect::Version(round), json!({"writer": "a"}), None, None)
+                    .put(
+                        key,
+                        Expect::Version(round),
+                        json!({"writer": "a"}),
+                        None,
+                        None,
+                    )
                     .await
             })
         };
@@ -126,7 +138,13 @@ async fn two_stores_racing_on_one_item_never_both_win() {
             let key = key.clone();
             tokio::spawn(async move {
                 store
-                    .put(key, Expect::Version(round), json!({"writer": "b"}), None, None)
+                    .put(
+                        key,
+                        Expect::Version(round),
+                        json!({"writer": "b"}),
+                        None,
+                        None,
+                    )
                     .await
             })
         };

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use penstock_app::ports::{BusError, BusMessage, Envelope, EventBus, PUBLIC_EVENT_SOURCE};
+use penstock_aws::AwsClients;
 use penstock_aws::bus::{EventBridgeBus, MAX_ENTRY_BYTES, decode_internal_event};
 use penstock_aws::testing::{BusTap, CallCounter, FailEventEntries, sdk_config, unique_name};
-use penstock_aws::AwsClients;
 use penstock_core::engine::{EventKind, StateChange, Timestamp};
 use serde_json::json;
 
@@ -70,7 +70,13 @@ async fn setup() -> Setup {
 async fn events_go_in_batches_of_ten_and_failed_entries_are_sent_again() {
     let setup = setup().await;
     let envelopes: Vec<Envelope> = (0..23)
-        .map(|n| if n % 2 == 0 { cancelled(n) } else { state_change(n) })
+        .map(|n| {
+            if n % 2 == 0 {
+                cancelled(n)
+            } else {
+                state_change(n)
+            }
+        })
         .collect();
     setup.faults.arm(3);
     setup.bus.publish(envelopes.clone()).await.expect("publish");
@@ -79,7 +85,11 @@ async fn events_go_in_batches_of_ten_and_failed_entries_are_sent_again() {
     assert_eq!(setup.counter.executions("EventBridge", "PutEvents"), 4);
 
     let events = setup.tap.drain().await.expect("drain");
-    assert_eq!(events.len(), 23, "each event delivered exactly once: {events:#?}");
+    assert_eq!(
+        events.len(),
+        23,
+        "each event delivered exactly once: {events:#?}"
+    );
     let mut internal = BTreeSet::new();
     let mut public = BTreeSet::new();
     for event in &events {
@@ -89,10 +99,21 @@ async fn events_go_in_batches_of_ten_and_failed_entries_are_sent_again() {
             internal.insert(envelope.id);
         } else {
             assert_eq!(event["source"], PUBLIC_EVENT_SOURCE);
-            assert_eq!(event["detail-type"], "CodePipeline Stage Execution State Change");
+            assert_eq!(
+                event["detail-type"],
+                "CodePipeline Stage Execution State Change"
+            );
             assert_eq!(event["detail"]["state"], "STARTED");
-            assert!(event["detail"].get("id").is_none(), "the public detail keeps CodePipeline's shape");
-            public.insert(event["detail"]["execution-id"].as_str().unwrap_or_default().to_string());
+            assert!(
+                event["detail"].get("id").is_none(),
+                "the public detail keeps CodePipeline's shape"
+            );
+            public.insert(
+                event["detail"]["execution-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
     }
     assert_eq!(internal.len(), 12);
@@ -109,7 +130,14 @@ async fn entries_failing_every_time_are_reported_partial() {
         .await
         .expect_err("every attempt fails");
     assert!(
-        matches!(error, BusError::Partial { failed: 2, total: 2, .. }),
+        matches!(
+            error,
+            BusError::Partial {
+                failed: 2,
+                total: 2,
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(setup.tap.drain().await.expect("drain").len(), 0);

@@ -36,7 +36,13 @@ async fn assumed_credentials_act_in_the_target_account_and_are_cached() {
     assert_eq!(identity.account(), Some("222222222222"));
 
     let bucket = unique_name("target");
-    target.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    target
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     let listed = |clients: AwsClients| async move {
         clients
             .s3
@@ -50,12 +56,20 @@ async fn assumed_credentials_act_in_the_target_account_and_are_cached() {
             .collect::<Vec<_>>()
     };
     assert!(listed(target.clone()).await.contains(&bucket));
-    assert!(!listed(AwsClients::new(&config)).await.contains(&bucket), "the bucket is in the target account only");
+    assert!(
+        !listed(AwsClients::new(&config)).await.contains(&bucket),
+        "the bucket is in the target account only"
+    );
 
     assumer.config_for(&request).await.expect("cached");
-    assert_eq!(counter.executions("STS", "AssumeRole"), 1, "served from the cache");
+    assert_eq!(
+        counter.executions("STS", "AssumeRole"),
+        1,
+        "served from the cache"
+    );
     // Moto's sessions last an hour; shortly before the end they are assumed again.
-    *now.lock().expect("clock") += Duration::from_secs(3600) - REFRESH_BEFORE_EXPIRY + Duration::from_secs(1);
+    *now.lock().expect("clock") +=
+        Duration::from_secs(3600) - REFRESH_BEFORE_EXPIRY + Duration::from_secs(1);
     assumer.config_for(&request).await.expect("assumed again");
     assert_eq!(counter.executions("STS", "AssumeRole"), 2);
 }
@@ -92,7 +106,10 @@ async fn secrets_are_decrypted_from_kms_ciphertext_and_never_shown() {
         .expect_err("not base64");
     assert!(matches!(error, SecretError::NotBase64 { .. }));
     let garbage = base64_of(b"this is no KMS ciphertext blob at all");
-    let error = secrets.decrypt_base64("GARBAGE", &garbage).await.expect_err("garbage");
+    let error = secrets
+        .decrypt_base64("GARBAGE", &garbage)
+        .await
+        .expect_err("garbage");
     assert!(matches!(error, SecretError::Refused { .. }), "{error:?}");
     assert!(!error.is_retryable());
 }
