@@ -40,6 +40,15 @@ pub enum Command {
     Start(StartCli),
     /// Stop an execution (wait for running actions, or abandon them with --abandon).
     Stop(StopCli),
+    /// Print the shell lines that point the aws CLI at `penstock serve`'s API.
+    Credentials(CredentialsCli),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsCli {
+    /// The API's address as `penstock serve` printed it.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7788")]
+    pub endpoint_url: String,
 }
 
 /// `NAME=VALUE` pipeline variable overrides.

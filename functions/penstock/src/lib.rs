@@ -1,6 +1,7 @@
 //! The `penstock` command line: argument parsing and one module per subcommand, kept out of
 //! `main.rs` so tests and other entry points call the same code.
 
+pub mod api_keys;
 pub mod cli;
 pub mod progress;
 pub mod run_cmd;
@@ -82,7 +83,12 @@ async fn run_async(data_dir: &std::path::Path, command: &Command) -> anyhow::Res
         }
         Command::Serve(args) => serve_cmd::serve(data_dir, &args.listen).await,
         Command::Status(args) => {
-            state_cmds::status(data_dir, args.pipeline.as_deref(), args.execution.as_deref()).await
+            state_cmds::status(
+                data_dir,
+                args.pipeline.as_deref(),
+                args.execution.as_deref(),
+            )
+            .await
         }
         Command::Approve(args) | Command::Reject(args) => {
             let approved = matches!(command, Command::Approve(_));
@@ -97,8 +103,18 @@ async fn run_async(data_dir: &std::path::Path, command: &Command) -> anyhow::Res
             .await
         }
         Command::Start(args) => {
-            state_cmds::start(data_dir, &args.pipeline, args.variables.iter().cloned().collect())
-                .await
+            state_cmds::start(
+                data_dir,
+                &args.pipeline,
+                args.variables.iter().cloned().collect(),
+            )
+            .await
+        }
+        Command::Credentials(args) => {
+            let keys = api_keys::load_or_create(data_dir)?;
+            let region = std::env::var("PENSTOCK_REGION").unwrap_or_else(|_| "us-east-1".into());
+            print!("{}", keys.shell_lines(&args.endpoint_url, &region));
+            Ok(0)
         }
         Command::Stop(args) => {
             state_cmds::stop(

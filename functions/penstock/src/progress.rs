@@ -28,19 +28,19 @@ impl Progress {
             t.map(|t| format!("{:>6.1}s", (t.0 - execution.start_time.0) as f64 / 1000.0))
                 .unwrap_or_else(|| "       ".into())
         };
-        if let penstock_core::engine::Position::Waiting { stage } = execution.position {
-            if self.waiting_printed != Some(stage) {
-                self.waiting_printed = Some(stage);
-                let name = execution
-                    .stages
-                    .get(stage)
-                    .map(|s| s.name.as_str())
-                    .unwrap_or("?");
-                let _ = writeln!(
-                    out,
-                    "        waiting to enter stage {name} (stage busy or transition disabled)"
-                );
-            }
+        if let penstock_core::engine::Position::Waiting { stage } = execution.position
+            && self.waiting_printed != Some(stage)
+        {
+            self.waiting_printed = Some(stage);
+            let name = execution
+                .stages
+                .get(stage)
+                .map(|s| s.name.as_str())
+                .unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "        waiting to enter stage {name} (stage busy or transition disabled)"
+            );
         }
         for stage in &execution.stages {
             let previous = self.stages.get(&stage.name).copied().flatten();
@@ -58,10 +58,8 @@ impl Progress {
             }
             // A stage that starts is shown before its actions; one that ends, after them.
             let entering = stage.status == Some(StageStatus::InProgress);
-            if entering {
-                if let Some(line) = stage_line.take() {
-                    let _ = writeln!(out, "{line}");
-                }
+            if entering && let Some(line) = stage_line.take() {
+                let _ = writeln!(out, "{line}");
             }
             for action in &stage.actions {
                 let key = (stage.name.clone(), action.name.clone());
@@ -88,10 +86,15 @@ impl Progress {
                     label,
                     action.status
                 );
-                if action.status == ActionStatus::Failed {
-                    if let Some(error) = &action.error {
-                        let _ = writeln!(out, "        {}: {}", error.code, first_line(&error.message));
-                    }
+                if action.status == ActionStatus::Failed
+                    && let Some(error) = &action.error
+                {
+                    let _ = writeln!(
+                        out,
+                        "        {}: {}",
+                        error.code,
+                        first_line(&error.message)
+                    );
                 }
             }
             if let Some(line) = stage_line {

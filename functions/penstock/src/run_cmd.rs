@@ -11,7 +11,7 @@ use penstock_app::control::StartOptions;
 use penstock_core::engine::{ActionStatus, Execution, ExecutionStatus};
 use penstock_local::runtime::{DataDir, Runner};
 
-use crate::progress::{summary, Progress};
+use crate::progress::{Progress, summary};
 
 /// How approvals are answered during `penstock run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +108,12 @@ pub async fn follow(
         }
         for (stage, action, token) in pending_approvals(&execution) {
             let decision = match approvals {
-                ApprovalMode::Approve => Some((true, "approved by penstock run --approve".to_string())),
-                ApprovalMode::Reject => Some((false, "rejected by penstock run --reject".to_string())),
+                ApprovalMode::Approve => {
+                    Some((true, "approved by penstock run --approve".to_string()))
+                }
+                ApprovalMode::Reject => {
+                    Some((false, "rejected by penstock run --reject".to_string()))
+                }
                 ApprovalMode::Ask if interactive => ask(&stage, &action).await?,
                 ApprovalMode::Ask => {
                     if hinted.insert((stage.clone(), action.clone())) {
@@ -150,14 +154,15 @@ pub fn pending_approvals(execution: &Execution) -> Vec<(String, String, String)>
         .stages
         .iter()
         .flat_map(|stage| {
-            stage.actions.iter().filter_map(move |action| {
-                match (&action.token, action.status) {
+            stage
+                .actions
+                .iter()
+                .filter_map(move |action| match (&action.token, action.status) {
                     (Some(token), ActionStatus::InProgress) => {
                         Some((stage.name.clone(), action.name.clone(), token.clone()))
                     }
                     _ => None,
-                }
-            })
+                })
         })
         .collect()
 }

@@ -68,7 +68,12 @@ pub async fn decide(
         return Ok(1);
     };
     let verdict = if approved { "approved" } else { "rejected" };
-    let summary = summary.unwrap_or_else(|| format!("{verdict} with penstock {}", if approved { "approve" } else { "reject" }));
+    let summary = summary.unwrap_or_else(|| {
+        format!(
+            "{verdict} with penstock {}",
+            if approved { "approve" } else { "reject" }
+        )
+    });
     control
         .put_approval_result(pipeline, stage, action, &token, approved, summary)
         .await
@@ -138,7 +143,10 @@ pub async fn status(
         }
         for record in records {
             let name = &record.declaration.name;
-            let (executions, _) = control.list_executions(name, None, 1).await.map_err(app_error)?;
+            let (executions, _) = control
+                .list_executions(name, None, 1)
+                .await
+                .map_err(app_error)?;
             match executions.first() {
                 Some(latest) => println!(
                     "{name:<32} v{:<4} latest {} {:?}",
@@ -155,7 +163,10 @@ pub async fn status(
         return Ok(0);
     };
     let execution = match execution_id {
-        Some(id) => control.get_execution(pipeline, id).await.map_err(app_error)?,
+        Some(id) => control
+            .get_execution(pipeline, id)
+            .await
+            .map_err(app_error)?,
         None => {
             let (executions, _) = control
                 .list_executions(pipeline, None, 1)
@@ -164,7 +175,12 @@ pub async fn status(
             match executions.into_iter().next() {
                 Some(e) => e,
                 None => {
-                    control.engine.repo.get_pipeline(pipeline).await.map_err(app_error)?;
+                    control
+                        .engine
+                        .repo
+                        .get_pipeline(pipeline)
+                        .await
+                        .map_err(app_error)?;
                     println!("{pipeline}: no executions yet");
                     return Ok(0);
                 }

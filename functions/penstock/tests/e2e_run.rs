@@ -129,7 +129,12 @@ fn text(output: &Output) -> String {
 }
 
 /// Poll `penstock status` until `done` says so, or fail after `limit`.
-fn wait_for_status(ws: &Workspace, pipeline: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+fn wait_for_status(
+    ws: &Workspace,
+    pipeline: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     loop {
         let output = ws.run(&["status", pipeline]);
@@ -189,7 +194,10 @@ fn a_pipeline_runs_from_source_to_a_deployed_bucket() {
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
     assert_eq!(deployed.trim(), format!("hello from {head}"));
-    assert!(out.contains("deployed to"), "the run says where the result is:\n{out}");
+    assert!(
+        out.contains("deployed to"),
+        "the run says where the result is:\n{out}"
+    );
 }
 
 #[test]
@@ -200,7 +208,10 @@ fn a_failing_build_fails_the_run_and_shows_the_log_tail() {
     let output = ws.run(&["run", file.to_str().unwrap()]);
     let out = text(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
-    assert!(out.contains("compiling-marker-42"), "log tail shown:\n{out}");
+    assert!(
+        out.contains("compiling-marker-42"),
+        "log tail shown:\n{out}"
+    );
     assert!(out.contains("Failed"), "{out}");
     assert!(!ws.data().join("buckets/site").exists(), "nothing deployed");
 }
@@ -212,7 +223,10 @@ fn a_rejected_approval_fails_the_execution_and_deploys_nothing() {
     let output = ws.run(&["run", file.to_str().unwrap(), "--reject"]);
     let out = text(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
-    assert!(!ws.data().join("buckets/site").exists(), "nothing deployed:\n{out}");
+    assert!(
+        !ws.data().join("buckets/site").exists(),
+        "nothing deployed:\n{out}"
+    );
     let status = text(&ws.run(&["status", "gated"]));
     assert!(status.contains("Failed"), "{status}");
 }
@@ -248,7 +262,8 @@ fn a_stopped_run_exits_non_zero_and_records_the_stop() {
         .unwrap();
     let (execution_id, _reader) = execution_id_from(&mut child);
     wait_for_status(&ws, "stoppable", Duration::from_secs(60), |s| {
-        s.lines().any(|l| l.contains("Compile") && l.contains("InProgress"))
+        s.lines()
+            .any(|l| l.contains("Compile") && l.contains("InProgress"))
     });
     let stop = ws.run(&[
         "stop",
@@ -283,12 +298,16 @@ fn a_killed_run_is_finished_by_serve_without_running_an_attempt_twice() {
         .unwrap();
     let (execution_id, _reader) = execution_id_from(&mut child);
     wait_for_status(&ws, "crashy", Duration::from_secs(60), |s| {
-        s.lines().any(|l| l.contains("Compile") && l.contains("InProgress"))
+        s.lines()
+            .any(|l| l.contains("Compile") && l.contains("InProgress"))
     });
     // Wait until the build really started, then kill the runner outright.
     let start = Instant::now();
     while !ledger.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "build never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "build never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().expect("SIGKILL");
@@ -320,5 +339,8 @@ fn a_killed_run_is_finished_by_serve_without_running_an_attempt_twice() {
         2,
         "the interrupted attempt and its one replacement: {ids:?}"
     );
-    assert!(ws.data().join("buckets/site/index.html").exists(), "artifact not lost");
+    assert!(
+        ws.data().join("buckets/site/index.html").exists(),
+        "artifact not lost"
+    );
 }

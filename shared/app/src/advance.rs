@@ -99,11 +99,17 @@ impl Engine {
                     return Ok(Applied { effects, version });
                 }
                 Err(AppError::Store(crate::store::StoreError::Conflict { .. })) => {
-                    debug!(pipeline, attempt, "runtime document changed meanwhile; applying again");
-                    // Spread racing writers apart a little; the store decides who wins.
-                    let jitter = u64::from(attempt.min(10)) * 2
-                        + (self.ids.uuid().as_bytes()[0] as u64 % 5);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    debug!(
+                        pipeline,
+                        attempt, "runtime document changed meanwhile; applying again"
+                    );
+                    // The first retry goes at once (the usual case: two actions of a stage
+                    // finishing together); after that, spread racing writers apart a little.
+                    if attempt > 0 {
+                        let jitter = u64::from(self.ids.uuid().as_bytes()[0])
+                            % u64::from(attempt.min(8) + 1);
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
                 }
                 Err(e) => return Err(e),
             }

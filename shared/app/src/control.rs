@@ -46,6 +46,7 @@ impl Control {
         mut declaration: PipelineDeclaration,
         tags: Vec<Tag>,
     ) -> Result<PipelineRecord, AppError> {
+        check(&declaration)?;
         declaration.version = Some(1);
         let now = self.engine.clock.now();
         let record = PipelineRecord {
@@ -64,6 +65,7 @@ impl Control {
         &self,
         mut declaration: PipelineDeclaration,
     ) -> Result<PipelineRecord, AppError> {
+        check(&declaration)?;
         for _ in 0..10 {
             let current = self.engine.repo.get_pipeline(&declaration.name).await?;
             let version = current.value.declaration.version.unwrap_or(1) + 1;
@@ -164,11 +166,10 @@ impl Control {
                     expires,
                 )
                 .await?
+                && let Some(id) = earlier.get("pipelineExecutionId").and_then(|v| v.as_str())
             {
-                if let Some(id) = earlier.get("pipelineExecutionId").and_then(|v| v.as_str()) {
-                    execution_id = id.to_string();
-                    repeated = true;
-                }
+                execution_id = id.to_string();
+                repeated = true;
             }
         }
         // A repeated request whose execution already finished (and left the runtime
@@ -301,12 +302,17 @@ impl Control {
         pipeline: &str,
         execution_id: &str,
     ) -> Result<Execution, AppError> {
-        if let Ok(runtime) = self.engine.repo.load_runtime(pipeline).await {
-            if let Some(execution) = runtime.value.state.executions.get(execution_id) {
-                return Ok(execution.clone());
-            }
+        if let Ok(runtime) = self.engine.repo.load_runtime(pipeline).await
+            && let Some(execution) = runtime.value.state.executions.get(execution_id)
+        {
+            return Ok(execution.clone());
         }
-        match self.engine.repo.get_execution_snapshot(execution_id).await? {
+        match self
+            .engine
+            .repo
+            .get_execution_snapshot(execution_id)
+            .await?
+        {
             Some(execution) if execution.pipeline_name == pipeline => Ok(execution),
             _ => Err(AppError::ExecutionNotFound(format!(
                 "execution {execution_id} of pipeline {pipeline} not found"
@@ -334,6 +340,16 @@ impl Control {
             }
         }
         Ok((executions, next))
+    }
+}
+
+/// CodePipeline's structural rules; callers that parse JSON check shapes before this.
+fn check(declaration: &PipelineDeclaration) -> Result<(), AppError> {
+    let findings = penstock_core::validate::check_declaration(declaration, "pipeline");
+    if findings.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::InvalidDeclaration(findings.errors))
     }
 }
 

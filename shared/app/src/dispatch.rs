@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::advance::Engine;
 use crate::error::AppError;
-use crate::ports::{ArtifactStore, Archiver, JobContext, ProviderOutcome, ProviderRegistry};
+use crate::ports::{Archiver, ArtifactStore, JobContext, ProviderOutcome, ProviderRegistry};
 use crate::repo::Claim;
 
 /// Attempts running in this process, so an abandon can cancel them.
@@ -78,7 +78,10 @@ impl Dispatcher {
             .iter()
             .find(|s| s.name == job.stage)
             .and_then(|s| s.actions.iter().find(|a| a.name == job.action));
-        Ok(action.is_some_and(|a| a.attempt == job.attempt && a.status == ActionStatus::InProgress))
+        Ok(
+            action
+                .is_some_and(|a| a.attempt == job.attempt && a.status == ActionStatus::InProgress),
+        )
     }
 
     /// Handle one `ActionScheduled` message.
@@ -133,10 +136,10 @@ impl Dispatcher {
             action.to_string(),
             attempt,
         );
-        if let Ok(running) = self.running.lock() {
-            if let Some(token) = running.get(&key) {
-                token.cancel();
-            }
+        if let Ok(running) = self.running.lock()
+            && let Some(token) = running.get(&key)
+        {
+            token.cancel();
         }
     }
 
@@ -144,10 +147,10 @@ impl Dispatcher {
     async fn run_claimed(&self, job: &ActionJob, cancel: CancellationToken) -> Input {
         let work_dir = self.work_root.join(&job.action_execution_id);
         let result = self.run_in(job, &work_dir, cancel).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&work_dir).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(dir = %work_dir.display(), error = %e, "could not remove work directory");
-            }
+        if let Err(e) = tokio::fs::remove_dir_all(&work_dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %work_dir.display(), error = %e, "could not remove work directory");
         }
         match result {
             Ok(input) => input,

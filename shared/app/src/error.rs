@@ -17,6 +17,9 @@ pub enum AppError {
     PipelineNameInUse(String),
     #[error("{0}")]
     InvalidStructure(String),
+    /// The declaration breaks CodePipeline's structural rules; every error, in order.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    InvalidDeclaration(Vec<penstock_core::validate::ValidationError>),
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
@@ -41,13 +44,15 @@ impl AppError {
             AppError::PipelineVersionNotFound(_) => "PipelineVersionNotFoundException",
             AppError::PipelineNameInUse(_) => "PipelineNameInUseException",
             AppError::InvalidStructure(_) => "InvalidStructureException",
+            AppError::InvalidDeclaration(errors) => errors
+                .first()
+                .map(|e| e.exception.as_str())
+                .unwrap_or("InvalidStructureException"),
             AppError::Validation(_) => "ValidationException",
             AppError::ExecutionNotFound(_) => "PipelineExecutionNotFoundException",
             AppError::Contended(_) => "ConflictException",
             AppError::Store(StoreError::Throttled(_)) => "ThrottlingException",
-            AppError::Store(_) | AppError::Bus(_) | AppError::Internal(_) => {
-                "InternalFailure"
-            }
+            AppError::Store(_) | AppError::Bus(_) | AppError::Internal(_) => "InternalFailure",
         }
     }
 

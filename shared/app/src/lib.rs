@@ -5,6 +5,7 @@ pub mod advance;
 pub mod control;
 pub mod dispatch;
 pub mod error;
+pub mod intake;
 pub mod memory_store;
 pub mod ports;
 pub mod repo;

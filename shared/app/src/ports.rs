@@ -12,6 +12,8 @@ use penstock_core::engine::{
 use serde::{Deserialize, Serialize};
 
 /// A message on the bus. Delivery is at least once: every consumer must be idempotent.
+// Messages live briefly between a write and a publish; boxing the job would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BusMessage {
     /// An action attempt is ready to run (the dispatcher's input).

@@ -322,10 +322,7 @@ impl Repository {
         Ok((records, page.next))
     }
 
-    pub async fn load_runtime(
-        &self,
-        name: &str,
-    ) -> Result<Versioned<RuntimeDocument>, AppError> {
+    pub async fn load_runtime(&self, name: &str) -> Result<Versioned<RuntimeDocument>, AppError> {
         let item = self
             .store
             .get(&state_key(name))
@@ -465,6 +462,15 @@ impl Repository {
             Some(item) => Ok(Some(from_item(&item)?)),
             None => Ok(None),
         }
+    }
+
+    /// The answer remembered for an idempotency key, if it is still remembered.
+    pub async fn recall(&self, scope: &str, key: &str) -> Result<Option<Value>, AppError> {
+        Ok(self
+            .store
+            .get(&idempotency_key(scope, key))
+            .await?
+            .map(|item| item.body))
     }
 
     /// Remember `answer` for an idempotency key; returns the earlier answer when the key was

@@ -5,5 +5,6 @@ pub mod engine;
 pub mod model;
 pub mod providers;
 pub mod shape;
+pub mod triggers;
 pub mod validate;
 pub mod variables;

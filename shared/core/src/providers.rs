@@ -97,7 +97,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         optional_configuration: &["ConnectionArn", "OutputArtifactFormat", "DetectChanges"],
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
-        runs_on_embedded: false,
+        runs_on_embedded: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -109,7 +109,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         optional_configuration: &["OAuthToken", "PollForSourceChanges"],
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
-        runs_on_embedded: false,
+        runs_on_embedded: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,

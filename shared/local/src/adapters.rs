@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use penstock_app::ports::{ArtifactError, ArtifactLocation, ArtifactStore, Archiver};
+use penstock_app::ports::{Archiver, ArtifactError, ArtifactLocation, ArtifactStore};
 
 use crate::archive::{self, ArchiveError, ExtractLimits};
 use crate::artifact_files::{self, ArtifactStoreError, LocalArtifactStore};

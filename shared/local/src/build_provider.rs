@@ -30,6 +30,7 @@ struct EnvironmentVariable {
     variable_type: Option<String>,
 }
 
+#[allow(clippy::result_large_err)] // the error is the outcome to return at once
 fn environment_variables(ctx: &JobContext) -> Result<Vec<(String, String)>, ProviderOutcome> {
     let Some(text) = ctx.job.configuration.get("EnvironmentVariables") else {
         return Ok(Vec::new());
@@ -124,7 +125,9 @@ impl ActionProvider for LocalCodeBuild {
                 let phase = phase.map(|p| p.as_str()).unwrap_or("UPLOAD_ARTIFACTS");
                 return ProviderOutcome::Failed {
                     code: "JobFailed".into(),
-                    message: format!("Build failed in phase {phase}. Last lines of the log:\n{tail}"),
+                    message: format!(
+                        "Build failed in phase {phase}. Last lines of the log:\n{tail}"
+                    ),
                     external: external("Build failed"),
                 };
             }

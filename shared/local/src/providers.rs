@@ -1,6 +1,8 @@
 //! The action providers of the embedded default, named and configured as a CodePipeline user
 //! writes them: `Source/Custom/LocalGit`, `Build|Test/AWS/CodeBuild` (the buildspec run
-//! locally), `Deploy/AWS/S3` (into a local bucket directory) and `Approval/AWS/Manual`.
+//! locally), `Deploy/AWS/S3` (into a local bucket directory), `Approval/AWS/Manual`, and the
+//! GitHub sources `Source/AWS/CodeStarSourceConnection` and `Source/ThirdParty/GitHub` (through
+//! the GitHub API, see `github_source`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub struct LocalProviders {
     build: Arc<dyn ActionProvider>,
     s3_deploy: Arc<dyn ActionProvider>,
     approval: Arc<dyn ActionProvider>,
+    github: Arc<dyn ActionProvider>,
 }
 
 impl LocalProviders {
@@ -33,6 +36,9 @@ impl LocalProviders {
                 buckets: data_dir.buckets(),
             }),
             approval: Arc::new(ManualApproval { ids }),
+            github: Arc::new(crate::github_source::GitHubSource::new(
+                &crate::github_source::GitHubSettings::from_env(),
+            )),
         }
     }
 }
@@ -46,12 +52,15 @@ impl ProviderRegistry for LocalProviders {
             (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
             (C::Deploy, O::Aws, "S3") => Some(self.s3_deploy.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
+            (C::Source, O::Aws, "CodeStarSourceConnection")
+            | (C::Source, O::ThirdParty, "GitHub") => Some(self.github.clone()),
             _ => None,
         }
     }
 }
 
-/// A configuration value the action must have.
+/// A configuration value the action must have; the error is the outcome to return at once.
+#[allow(clippy::result_large_err)]
 pub(crate) fn required<'a>(ctx: &'a JobContext, key: &str) -> Result<&'a str, ProviderOutcome> {
     match ctx.job.configuration.get(key) {
         Some(value) if !value.is_empty() => Ok(value),
@@ -146,9 +155,7 @@ impl ActionProvider for LocalGitSource {
 
 /// A link to the repository when it is a URL (local paths have none worth showing).
 fn absolute_url(repository: &str) -> Option<String> {
-    repository
-        .contains("://")
-        .then(|| repository.to_string())
+    repository.contains("://").then(|| repository.to_string())
 }
 
 /// `Approval/AWS/Manual`: issues a fresh token; the attempt waits for `PutApprovalResult` (or

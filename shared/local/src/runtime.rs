@@ -15,7 +15,7 @@ use penstock_app::advance::Engine;
 use penstock_app::control::Control;
 use penstock_app::dispatch::Dispatcher;
 use penstock_app::ports::{
-    BusMessage, Clock, Envelope, EventBus, IdGenerator, RandomIds, SystemClock,
+    BusMessage, Clock, Envelope, EventBus, IdGenerator, ProviderRegistry, RandomIds, SystemClock,
 };
 use penstock_app::repo::Repository;
 use penstock_app::store::ItemStore;
@@ -83,7 +83,12 @@ impl DataDir {
     }
 
     pub fn create(&self) -> Result<(), RuntimeError> {
-        for dir in [self.root.clone(), self.artifacts(), self.buckets(), self.work()] {
+        for dir in [
+            self.root.clone(),
+            self.artifacts(),
+            self.buckets(),
+            self.work(),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir {
                 path: dir.clone(),
                 source,
@@ -112,7 +117,7 @@ pub struct LocalParts {
 impl LocalParts {
     pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
         data_dir.create()?;
-        let store = crate::sqlite_store::SqliteStore::open(&data_dir.state_db())
+        let store = crate::sqlite_store::SqliteStore::open(data_dir.state_db())
             .map_err(|e| RuntimeError::Store(e.to_string()))?;
         Ok(Self {
             data_dir,
@@ -144,8 +149,18 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Take the data directory's runner lock and build the runtime.
+    /// Take the data directory's runner lock and build the runtime with the local providers.
     pub fn open(data_dir: DataDir) -> Result<Self, RuntimeError> {
+        Self::open_with(data_dir, |data_dir, ids| {
+            Arc::new(crate::providers::LocalProviders::new(data_dir, ids))
+        })
+    }
+
+    /// [`Runner::open`] with other action providers (benchmarks, embedding).
+    pub fn open_with(
+        data_dir: DataDir,
+        providers: impl FnOnce(&DataDir, Arc<dyn IdGenerator>) -> Arc<dyn ProviderRegistry>,
+    ) -> Result<Self, RuntimeError> {
         let parts = LocalParts::open(data_dir)?;
         let lock_path = parts.data_dir.lock_file();
         let lock = File::options()
@@ -179,12 +194,12 @@ impl Runner {
         );
         let artifacts = crate::adapters::FileArtifacts::open(&parts.data_dir.artifacts())
             .map_err(|e| RuntimeError::Artifacts(e.to_string()))?;
-        let providers = crate::providers::LocalProviders::new(&parts.data_dir, parts.ids.clone());
+        let providers = providers(&parts.data_dir, parts.ids.clone());
         let dispatcher = Dispatcher::new(
             engine.clone(),
             Arc::new(artifacts),
             Arc::new(crate::adapters::ZipArchiver),
-            Arc::new(providers),
+            providers,
             format!("local-{}", parts.ids.uuid()),
             parts.data_dir.work(),
         );
@@ -361,11 +376,11 @@ fn kill_orphans(work_dir: &Path) {
     let Ok(text) = std::fs::read_to_string(work_dir.join("build").join("process-group")) else {
         return;
     };
-    if let Ok(pgid) = text.trim().parse::<i32>() {
-        if pgid > 1 {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
-        }
+    if let Ok(pgid) = text.trim().parse::<i32>()
+        && pgid > 1
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status();
     }
 }

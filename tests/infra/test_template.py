@@ -1,0 +1,250 @@
+"""infra/template.yaml and infra/target-account.yaml: agreement with the code, the SAM transform,
+and the security properties the deployment promises."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from cfnlint.api import lint
+from samtranslator.translator.transform import transform
+
+import consistency
+from consistency import Crate, check_functions, check_rules, pattern_matches
+
+PUBLISHED = [
+    ("penstock", "Penstock Action Scheduled"),
+    ("penstock", "Penstock Action Cancelled"),
+    ("penstock.codepipeline", "CodePipeline Pipeline Execution State Change"),
+]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return consistency.load_template()
+
+
+@pytest.fixture(scope="module")
+def published() -> list[tuple[str, str]]:
+    return consistency.published_events()
+
+
+# ---------------------------------------------------------------- the real template and code
+
+
+def test_published_events_come_from_the_code(published):
+    assert ("penstock", "Penstock Action Scheduled") in published
+    assert len(published) == len(set(published))
+
+
+def test_every_published_event_has_a_rule_and_every_rule_a_published_event(template, published):
+    assert check_rules(template, published) == []
+
+
+def test_every_function_crate_has_a_function_resource(template):
+    crates = consistency.function_crates()
+    problems = check_functions(template, consistency.TEMPLATE.parent, crates)
+    assert problems == []
+
+
+def test_function_resources_point_into_functions(template):
+    for name, resource in consistency.function_resources(template).items():
+        code_uri = (consistency.TEMPLATE.parent / resource["Properties"]["CodeUri"]).resolve()
+        assert code_uri.parent == (consistency.REPO / "functions").resolve(), name
+
+
+def test_sam_transform_succeeds_and_the_result_lints_clean(template, monkeypatch):
+    """What `sam validate` does (the SAM translator), then cfn-lint on the plain CloudFormation
+    it produces: generated roles, rules, permissions and the API's stage are checked too."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    document = json.loads(json.dumps(template))
+    for resource in document["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            # sam build replaces the crate path with the uploaded package.
+            resource["Properties"]["CodeUri"] = "s3://bucket/function.zip"
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    transformed = transform(document, {}, NoManagedPolicies())
+    types = {r["Type"] for r in transformed["Resources"].values()}
+    assert "AWS::Serverless::Function" not in types
+    assert {"AWS::Lambda::Function", "AWS::Events::Rule", "AWS::Scheduler::Schedule"} <= types
+    matches = lint(json.dumps(transformed), regions=["us-east-1"])
+    assert [str(m) for m in matches] == []
+
+
+# ---------------------------------------------------------------- security properties
+
+
+def _statements(policy_document: dict) -> list[dict]:
+    statements = policy_document["Statement"]
+    out = []
+    for s in statements:
+        if isinstance(s, dict) and "Fn::If" in s:
+            s = s["Fn::If"][1]
+        out.append(s)
+    return out
+
+
+def test_only_the_dispatcher_assumes_roles_and_only_the_allowed_ones(template):
+    assumers = {}
+    for name, resource in consistency.function_resources(template).items():
+        for policy in resource["Properties"].get("Policies", []):
+            if "Statement" not in policy:
+                continue
+            for s in _statements(policy):
+                actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+                if any(a.startswith("sts:") for a in actions):
+                    assumers[name] = s["Resource"]
+    assert assumers == {"Dispatcher": {"Ref": "AllowedCrossAccountRoleArns"}}
+
+
+def test_state_table(template):
+    table = template["Resources"]["StateTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["DeletionProtectionEnabled"] is True
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+    (gsi,) = table["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "gsi1"
+    assert [k["AttributeName"] for k in gsi["KeySchema"]] == ["gsi1pk", "gsi1sk"]
+
+
+def test_artifact_bucket_refuses_plain_transport_and_unencrypted_puts(template):
+    bucket = template["Resources"]["ArtifactBucket"]["Properties"]
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["BucketKeyEnabled"] is True
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    policy = template["Resources"]["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]
+    denies = [s for s in _statements(policy) if s["Effect"] == "Deny"]
+    conditions = [s["Condition"] for s in denies]
+    assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
+    assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
+
+
+def test_artifact_key_grants_decrypt_to_the_target_accounts(template):
+    key = template["Resources"]["ArtifactKey"]["Properties"]
+    grants = [
+        s for s in _statements(key["KeyPolicy"]) if s["Principal"]["AWS"] == {"Ref": "TargetAccountIds"}
+    ]
+    assert len(grants) == 1 and "kms:Decrypt" in grants[0]["Action"]
+
+
+def test_target_account_role_trusts_only_the_dispatcher_role_with_an_external_id():
+    target = consistency.load_template(consistency.TARGET_TEMPLATE)
+    trust = target["Resources"]["CrossAccountRole"]["Properties"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"AWS": {"Ref": "DispatcherRoleArn"}}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+
+
+def test_environment_variables_are_documented(template):
+    """Every variable the template sets is in the Configuration table the function crates read."""
+    readme = (consistency.REPO / "infra" / "README.md").read_text()
+    names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in consistency.function_resources(template).values():
+        names |= set(resource["Properties"].get("Environment", {}).get("Variables", {}))
+    undocumented = sorted(n for n in names if f"`{n}`" not in readme)
+    assert undocumented == []
+
+
+# ---------------------------------------------------------------- the checker can fail
+
+
+def _without(template: dict, resource: str) -> dict:
+    changed = copy.deepcopy(template)
+    del changed["Resources"][resource]
+    return changed
+
+
+def test_checker_reports_a_published_event_without_rule(template):
+    problems = check_rules(_without(template, "Dispatcher"), PUBLISHED)
+    assert "no rule on the bus matches published event ('penstock', 'Penstock Action Scheduled')" in problems
+
+
+def test_checker_reports_a_rule_matching_nothing_published(template):
+    changed = copy.deepcopy(template)
+    changed["Resources"]["Stray"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "EventBusName": {"Ref": "Bus"},
+            "EventPattern": {"source": ["penstock"], "detail-type": ["Penstock Engine Input"]},
+        },
+    }
+    problems = check_rules(changed, PUBLISHED)
+    assert "Stray: the pattern matches no event Penstock publishes" in problems
+
+
+def test_checker_reports_a_stale_detail_type_beside_a_live_one(template):
+    changed = copy.deepcopy(template)
+    pattern = changed["Resources"]["Dispatcher"]["Properties"]["Events"]["Actions"]["Properties"]["Pattern"]
+    pattern["detail-type"].append("Penstock Action Renamed")
+    problems = check_rules(changed, PUBLISHED)
+    assert any("'Penstock Action Renamed' is not part of any event" in p for p in problems)
+
+
+def test_checker_reports_a_pattern_that_does_not_name_the_event_type(template):
+    changed = copy.deepcopy(template)
+    pattern = changed["Resources"]["Dispatcher"]["Properties"]["Events"]["Actions"]["Properties"]["Pattern"]
+    del pattern["detail-type"]
+    problems = check_rules(changed, PUBLISHED)
+    assert any("must constrain ['detail-type']" in p for p in problems)
+
+
+def test_checker_ignores_rules_on_other_buses(template, published):
+    changed = copy.deepcopy(template)
+    changed["Resources"]["Elsewhere"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {"EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"]}},
+    }
+    assert check_rules(changed, published) == []
+
+
+def test_checker_reports_a_crate_without_function(template):
+    crates = [Crate("penstock-notifier", Path(consistency.REPO / "functions" / "notifier"), ("notifier",))]
+    problems = check_functions(template, consistency.TEMPLATE.parent, crates)
+    assert problems == [
+        "crate penstock-notifier (notifier) has no AWS::Serverless::Function whose CodeUri is its directory"
+    ]
+
+
+def test_checker_reports_a_binary_the_crate_does_not_have(template):
+    crates = [Crate("penstock-api", Path(consistency.REPO / "functions" / "api"), ("penstock-api",))]
+    problems = check_functions(template, consistency.TEMPLATE.parent, crates)
+    assert problems == ["Api: builds binary 'api', but crate penstock-api has ['penstock-api']"]
+
+
+def test_checker_reports_a_function_built_for_the_wrong_platform(template):
+    changed = copy.deepcopy(template)
+    changed["Resources"]["Api"]["Properties"]["Architectures"] = ["x86_64"]
+    problems = check_functions(changed, consistency.TEMPLATE.parent, [])
+    assert problems == ["Api: Architectures is ['x86_64'], expected [arm64]"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "event", "expected"),
+    [
+        ({"source": ["penstock"]}, {"source": "penstock"}, True),
+        ({"source": ["penstock"]}, {"source": "penstock.codepipeline"}, False),
+        ({"source": [{"prefix": "penstock"}]}, {"source": "penstock.codepipeline"}, True),
+        ({"source": [{"anything-but": "penstock"}]}, {"source": "penstock"}, False),
+        ({"source": [{"anything-but": ["x", "y"]}]}, {"source": "penstock"}, True),
+        ({"detail": {"state": ["FAILED"]}}, {"detail": {"state": "FAILED"}}, True),
+        ({"detail": {"state": ["FAILED"]}}, {"detail": {}}, False),
+        ({"region": [{"exists": False}]}, {}, True),
+    ],
+)
+def test_pattern_matching(pattern, event, expected):
+    assert pattern_matches(pattern, event) is expected
+
+
+def test_unknown_pattern_operators_are_refused():
+    with pytest.raises(ValueError):
+        pattern_matches({"source": [{"cidr": "10.0.0.0/8"}]}, {"source": "penstock"})
