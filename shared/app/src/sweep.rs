@@ -112,12 +112,18 @@ impl Sweeper {
         } else {
             self.settings.stale_outbox_ms
         };
-        if engine.republish_stale_outbox(pipeline, age).await? {
+        // One read serves the whole pass: publishing the outbox changes no state.
+        let runtime = engine.repo.load_runtime(pipeline).await?;
+        let now = engine.clock.now();
+        if runtime
+            .value
+            .outbox_since
+            .is_some_and(|since| now.0 - since.0 >= age)
+        {
+            engine.flush_outbox(pipeline, runtime.clone()).await;
             report.republished_outboxes += 1;
         }
-        let runtime = engine.repo.load_runtime(pipeline).await?;
         let state = &runtime.value.state;
-        let now = engine.clock.now();
         for (execution_id, stage, action, attempt) in state.overdue_attempts(now) {
             engine
                 .apply(

@@ -428,14 +428,14 @@ fn map_transaction_error<R: std::fmt::Debug>(
         let failed = reasons
             .iter()
             .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
-        if let Some(position) = failed {
-            if let Some(write) = writes.get(position) {
-                let key = write.key();
-                return StoreError::Conflict {
-                    pk: key.pk.clone(),
-                    sk: key.sk.clone(),
-                };
-            }
+        if let Some(position) = failed
+            && let Some(write) = writes.get(position)
+        {
+            let key = write.key();
+            return StoreError::Conflict {
+                pk: key.pk.clone(),
+                sk: key.sk.clone(),
+            };
         }
         let codes: Vec<&str> = reasons.iter().filter_map(|reason| reason.code()).collect();
         if codes

@@ -85,10 +85,10 @@ where
             Err(error) if !batch => return Err(error),
             Err(error) => {
                 tracing::warn!(message_id = ?id, retryable = error.retryable, error = %error.message, "event failed");
-                if error.retryable {
-                    if let Some(id) = id {
-                        failures.push(serde_json::json!({ "itemIdentifier": id }));
-                    }
+                if error.retryable
+                    && let Some(id) = id
+                {
+                    failures.push(serde_json::json!({ "itemIdentifier": id }));
                 }
             }
         }

@@ -3,6 +3,10 @@
 //! `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's credentials
 //! (through the [`RoleAssumer`]).
 
+// Providers return early with the outcome that reports a failure (`Err(ProviderOutcome)`):
+// the port's own type, built once per attempt, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -319,11 +323,11 @@ impl CodeBuild {
         // The primary source is `PrimarySource` when named, else the first input.
         let primary_name = job.configuration.get("PrimarySource");
         let mut inputs: Vec<&ArtifactRef> = job.input_artifacts.iter().collect();
-        if let Some(name) = primary_name {
-            if let Some(position) = inputs.iter().position(|a| &a.name == name) {
-                let primary = inputs.remove(position);
-                inputs.insert(0, primary);
-            }
+        if let Some(name) = primary_name
+            && let Some(position) = inputs.iter().position(|a| &a.name == name)
+        {
+            let primary = inputs.remove(position);
+            inputs.insert(0, primary);
         }
         let (bucket, encryption) = self.deps.artifacts.target(job.artifact_store.as_ref());
         let Encryption::Kms(kms_key) = encryption else {

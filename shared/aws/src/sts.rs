@@ -122,12 +122,11 @@ impl RoleAssumer {
     /// have more than [`REFRESH_BEFORE_EXPIRY`] left, else assumed now.
     pub async fn config_for(&self, request: &AssumeRequest) -> Result<SdkConfig, AssumeError> {
         let now = (self.clock)();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some(cached) = cache.get(request) {
-                if now + REFRESH_BEFORE_EXPIRY < cached.expires {
-                    return Ok(cached.config.clone());
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some(cached) = cache.get(request)
+            && now + REFRESH_BEFORE_EXPIRY < cached.expires
+        {
+            return Ok(cached.config.clone());
         }
         let output = self
             .sts

@@ -58,13 +58,13 @@ impl MotoServer {
 pub fn moto() -> &'static MotoServer {
     static SERVER: OnceLock<MotoServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        if let Ok(endpoint) = std::env::var(MOTO_ENDPOINT_VAR) {
-            if !endpoint.is_empty() {
-                return MotoServer {
-                    endpoint: endpoint.trim_end_matches('/').to_string(),
-                    _lifeline: None,
-                };
-            }
+        if let Ok(endpoint) = std::env::var(MOTO_ENDPOINT_VAR)
+            && !endpoint.is_empty()
+        {
+            return MotoServer {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                _lifeline: None,
+            };
         }
         start_moto().unwrap_or_else(|e| panic!("cannot start a moto server: {e}"))
     })

@@ -1,0 +1,121 @@
+//! The advancer: applies the engine inputs that arrive as EventBridge events (trigger intake,
+//! other functions) and runs the sweeper when the schedule fires.
+//!
+//! The rules routing events here are [`event_patterns`]; infrastructure must route exactly
+//! these (its template is checked against them).
+
+use penstock_app::advance::Engine;
+use penstock_app::ports::{BusMessage, ENGINE_INPUT, INTERNAL_EVENT_SOURCE};
+use penstock_app::sweep::{SweepSettings, Sweeper, WaitForOwners};
+use penstock_aws::HandlerError;
+use penstock_aws::bus::decode_internal_event;
+use serde_json::{Value, json};
+use tracing::info;
+
+/// An outbox older than this is taken as lost and published again. Well above a publish's
+/// duration, so a writer still publishing is not raced.
+pub const STALE_OUTBOX_MS: i64 = 30_000;
+/// An in-progress attempt unclaimed this long is scheduled again (EventBridge retries its own
+/// deliveries for up to a day, so this only catches publishes that never happened).
+pub const UNCLAIMED_ATTEMPT_MS: i64 = 60_000;
+/// The claim owner name of the sweeper (it claims nothing; every claim is foreign to it).
+pub const SWEEPER_OWNER: &str = "sweeper";
+
+/// The sweep schedule's event, as EventBridge Scheduler sends it (the input the
+/// infrastructure template sets on the schedule).
+pub const SWEEP_SOURCE: &str = "penstock.scheduler";
+pub const SWEEP_DETAIL_TYPE: &str = "Penstock Sweep";
+/// The sweep schedule's event when it comes from an EventBridge scheduled rule instead.
+pub const SCHEDULED_RULE_SOURCE: &str = "aws.events";
+pub const SCHEDULED_RULE_DETAIL_TYPE: &str = "Scheduled Event";
+
+/// The event patterns of the rules that target the advancer, by rule role.
+pub fn event_patterns() -> Vec<(&'static str, Value)> {
+    vec![(
+        "EngineInputs",
+        json!({ "source": [INTERNAL_EVENT_SOURCE], "detail-type": [ENGINE_INPUT] }),
+    )]
+}
+
+/// The advancer's use cases.
+#[derive(Clone)]
+pub struct Advancer {
+    pub engine: Engine,
+    pub sweeper: Sweeper,
+}
+
+impl Advancer {
+    pub fn new(
+        engine: Engine,
+        providers: Option<std::sync::Arc<dyn penstock_app::ports::ProviderRegistry>>,
+    ) -> Self {
+        let sweeper = Sweeper {
+            engine: engine.clone(),
+            owner: SWEEPER_OWNER.to_string(),
+            providers,
+            settings: SweepSettings {
+                stale_outbox_ms: STALE_OUTBOX_MS,
+                unclaimed_attempt_ms: UNCLAIMED_ATTEMPT_MS,
+            },
+        };
+        Self { engine, sweeper }
+    }
+
+    /// Handle one invocation: a direct EventBridge event or an SQS batch of them.
+    pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
+        penstock_aws::handler::for_each_event(payload, |event| self.handle_event(event)).await
+    }
+
+    /// Handle one EventBridge event.
+    pub async fn handle_event(&self, event: Value) -> Result<Value, HandlerError> {
+        if is_schedule(&event) {
+            return self.sweep().await;
+        }
+        let envelope =
+            decode_internal_event(&event).map_err(|e| HandlerError::rejected(e.to_string()))?;
+        match envelope.message {
+            BusMessage::EngineInput { pipeline, input } => {
+                let applied = self.engine.apply(&pipeline, input).await?;
+                info!(pipeline, event_id = %envelope.id, effects = applied.effects.len(), "engine input applied");
+                Ok(json!({ "effects": applied.effects.len(), "version": applied.version }))
+            }
+            other => Err(HandlerError::rejected(format!(
+                "the advancer does not handle {} events",
+                other.detail_type()
+            ))),
+        }
+    }
+
+    /// Run one sweep. Pipelines that could not be swept make the invocation fail as
+    /// retryable, so the failure shows in metrics; the next schedule sweeps again anyway.
+    pub async fn sweep(&self) -> Result<Value, HandlerError> {
+        let report = self.sweeper.sweep(false, &WaitForOwners).await?;
+        info!(?report, "swept");
+        if report.failed > 0 {
+            return Err(HandlerError::transient(format!(
+                "{} of {} pipelines could not be swept",
+                report.failed, report.pipelines
+            )));
+        }
+        Ok(json!({
+            "pipelines": report.pipelines,
+            "republishedOutboxes": report.republished_outboxes,
+            "timedOut": report.timed_out,
+            "rescheduled": report.rescheduled,
+            "polledFinished": report.polled_finished,
+        }))
+    }
+}
+
+/// Whether the event is the sweeper's schedule firing.
+pub fn is_schedule(event: &Value) -> bool {
+    let field = |name: &str| event.get(name).and_then(Value::as_str);
+    matches!(
+        (field("source"), field("detail-type")),
+        (Some(SWEEP_SOURCE), Some(SWEEP_DETAIL_TYPE))
+            | (
+                Some(SCHEDULED_RULE_SOURCE),
+                Some(SCHEDULED_RULE_DETAIL_TYPE)
+            )
+    )
+}

@@ -1,0 +1,55 @@
+//! The dispatcher Lambda: wiring only (see the library for the handler).
+
+use std::sync::Arc;
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
+use penstock_app::dispatch::Dispatcher;
+use penstock_aws::{AwsClients, AwsConfig, AwsParts};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    tracing::init_default_subscriber();
+    let config = AwsConfig::from_env()?;
+    let sdk = penstock_aws::config::load_sdk_config().await?;
+    let parts = AwsParts::new(config, AwsClients::new(&sdk));
+    let archiver = Arc::new(penstock_local::adapters::ZipArchiver);
+    let external_id = std::env::var(penstock_aws::parts::EXTERNAL_ID_VAR).ok();
+    let artifacts = parts.require_artifacts()?;
+    let providers = parts
+        .providers(archiver.clone(), external_id)
+        .ok_or("the dispatcher needs the artifact store")?;
+    let dispatcher = Dispatcher::new(
+        parts.engine(),
+        Arc::new(artifacts),
+        archiver,
+        Arc::new(providers),
+        format!("dispatcher-{}", uuid_like()),
+        penstock_dispatcher::WORK_ROOT.into(),
+    );
+    let dispatcher = &dispatcher;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        penstock_aws::handler::outcome(penstock_dispatcher::handle(dispatcher, event.payload).await)
+            .map_err(diagnostic)
+    }))
+    .await
+}
+
+/// Names this function instance in claims.
+fn uuid_like() -> String {
+    use penstock_app::ports::IdGenerator;
+    penstock_app::ports::RandomIds.uuid()
+}
+
+/// Lambda's error report: the type says whether a retry can help.
+fn diagnostic(error: penstock_aws::HandlerError) -> Diagnostic {
+    Diagnostic {
+        error_type: if error.retryable {
+            "Retryable"
+        } else {
+            "Rejected"
+        }
+        .to_string(),
+        error_message: error.message,
+    }
+}
