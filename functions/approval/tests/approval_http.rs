@@ -29,7 +29,7 @@ impl EventBus for CollectingBus {
     }
 }
 
-/// A pipeline whose one action is a Manual approval, started and waiting on token `token-1`.
+/// A pipeline whose source has run and whose Manual approval waits on token `token-1`.
 async fn waiting_approval() -> (Control, String) {
     let engine = Engine::new(
         Repository::new(Arc::new(MemoryStore::new())),
@@ -42,10 +42,18 @@ async fn waiting_approval() -> (Control, String) {
         "name": "gate",
         "roleArn": "arn:aws:iam::123456789012:role/penstock",
         "artifactStore": { "type": "S3", "location": "artifacts" },
-        "stages": [{ "name": "Approve", "actions": [{
-            "name": "Review",
-            "actionTypeId": { "category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1" }
-        }]}]
+        "stages": [
+            { "name": "Source", "actions": [{
+                "name": "Get",
+                "actionTypeId": { "category": "Source", "owner": "AWS", "provider": "S3", "version": "1" },
+                "configuration": { "S3Bucket": "sources", "S3ObjectKey": "app.zip" },
+                "outputArtifacts": [{ "name": "Src" }]
+            }]},
+            { "name": "Approve", "actions": [{
+                "name": "Review",
+                "actionTypeId": { "category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1" }
+            }]}
+        ]
     }))
     .expect("declaration");
     control
@@ -57,7 +65,29 @@ async fn waiting_approval() -> (Control, String) {
         .await
         .expect("start");
     let execution = control.get_execution("gate", &id).await.expect("execution");
-    let attempt = execution.stages[0].actions[0].attempt;
+    control
+        .engine
+        .apply(
+            "gate",
+            Input::ActionSucceeded {
+                execution_id: id.clone(),
+                stage: "Source".into(),
+                action: "Get".into(),
+                attempt: execution.stages[0].actions[0].attempt,
+                output_artifacts: vec![penstock_core::engine::ArtifactRef {
+                    name: "Src".into(),
+                    location: "s3://sources/app.zip".into(),
+                    revision_id: None,
+                    revision_summary: None,
+                }],
+                output_variables: Default::default(),
+                external: ExternalExecution::default(),
+            },
+        )
+        .await
+        .expect("source done");
+    let execution = control.get_execution("gate", &id).await.expect("execution");
+    let attempt = execution.stages[1].actions[0].attempt;
     control
         .engine
         .apply(
@@ -112,7 +142,7 @@ async fn an_approval_with_the_open_token_settles_the_action() {
     assert!(body_json(&response)["approvedAt"].as_f64().is_some());
     let execution = control.get_execution("gate", &id).await.expect("execution");
     assert_eq!(
-        execution.stages[0].actions[0].status,
+        execution.stages[1].actions[0].status,
         ActionStatus::Succeeded
     );
     assert_eq!(execution.status, ExecutionStatus::Succeeded);
@@ -158,7 +188,7 @@ async fn refusals_name_the_exception_and_change_nothing() {
 
     let execution = control.get_execution("gate", &id).await.expect("execution");
     assert_eq!(
-        execution.stages[0].actions[0].status,
+        execution.stages[1].actions[0].status,
         ActionStatus::InProgress
     );
 
