@@ -12,7 +12,7 @@ use penstock_app::control::Control;
 use penstock_app::memory_store::MemoryStore;
 use penstock_app::ports::{BusError, Envelope, EventBus, RandomIds, SystemClock};
 use penstock_app::repo::Repository;
-use penstock_core::engine::{ActionStatus, ExecutionStatus, ExternalExecution, Input};
+use penstock_core::engine::{ActionStatus, ArtifactRef, ExecutionStatus, ExternalExecution, Input};
 use penstock_core::model::PipelineDeclaration;
 use serde_json::{Value, json};
 
@@ -29,7 +29,7 @@ impl EventBus for CollectingBus {
     }
 }
 
-/// A pipeline whose one action is a Manual approval, started and waiting on token `token-1`.
+/// A pipeline whose source finished and whose Manual approval waits on token `token-1`.
 async fn waiting_approval() -> (Control, String) {
     let engine = Engine::new(
         Repository::new(Arc::new(MemoryStore::new())),
@@ -42,10 +42,18 @@ async fn waiting_approval() -> (Control, String) {
         "name": "gate",
         "roleArn": "arn:aws:iam::123456789012:role/penstock",
         "artifactStore": { "type": "S3", "location": "artifacts" },
-        "stages": [{ "name": "Approve", "actions": [{
-            "name": "Review",
-            "actionTypeId": { "category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1" }
-        }]}]
+        "stages": [
+            { "name": "Source", "actions": [{
+                "name": "Fetch",
+                "actionTypeId": { "category": "Source", "owner": "AWS", "provider": "S3", "version": "1" },
+                "configuration": { "S3Bucket": "source", "S3ObjectKey": "app.zip" },
+                "outputArtifacts": [{ "name": "SourceOutput" }]
+            }]},
+            { "name": "Approve", "actions": [{
+                "name": "Review",
+                "actionTypeId": { "category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1" }
+            }]}
+        ]
     }))
     .expect("declaration");
     control
@@ -56,8 +64,32 @@ async fn waiting_approval() -> (Control, String) {
         .start_execution("gate", Default::default())
         .await
         .expect("start");
+    let attempt_of = |execution: &penstock_core::engine::Execution, stage: usize| {
+        execution.stages[stage].actions[0].attempt
+    };
     let execution = control.get_execution("gate", &id).await.expect("execution");
-    let attempt = execution.stages[0].actions[0].attempt;
+    control
+        .engine
+        .apply(
+            "gate",
+            Input::ActionSucceeded {
+                execution_id: id.clone(),
+                stage: "Source".into(),
+                action: "Fetch".into(),
+                attempt: attempt_of(&execution, 0),
+                output_artifacts: vec![ArtifactRef {
+                    name: "SourceOutput".into(),
+                    location: "s3://artifacts/gate/source.zip".into(),
+                    revision_id: None,
+                    revision_summary: None,
+                }],
+                output_variables: Default::default(),
+                external: ExternalExecution::default(),
+            },
+        )
+        .await
+        .expect("source done");
+    let execution = control.get_execution("gate", &id).await.expect("execution");
     control
         .engine
         .apply(
@@ -66,7 +98,7 @@ async fn waiting_approval() -> (Control, String) {
                 execution_id: id.clone(),
                 stage: "Approve".into(),
                 action: "Review".into(),
-                attempt,
+                attempt: attempt_of(&execution, 1),
                 external: ExternalExecution::default(),
                 approval_token: Some("token-1".into()),
             },
@@ -112,7 +144,7 @@ async fn an_approval_with_the_open_token_settles_the_action() {
     assert!(body_json(&response)["approvedAt"].as_f64().is_some());
     let execution = control.get_execution("gate", &id).await.expect("execution");
     assert_eq!(
-        execution.stages[0].actions[0].status,
+        execution.stages[1].actions[0].status,
         ActionStatus::Succeeded
     );
     assert_eq!(execution.status, ExecutionStatus::Succeeded);
@@ -158,7 +190,7 @@ async fn refusals_name_the_exception_and_change_nothing() {
 
     let execution = control.get_execution("gate", &id).await.expect("execution");
     assert_eq!(
-        execution.stages[0].actions[0].status,
+        execution.stages[1].actions[0].status,
         ActionStatus::InProgress
     );
 
