@@ -13,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = AwsConfig::from_env()?;
     let sdk = penstock_aws::config::load_sdk_config().await?;
     let parts = AwsParts::new(config, AwsClients::new(&sdk));
-    let external_id = std::env::var(penstock_aws::parts::EXTERNAL_ID_VAR).ok();
+    let external_id = penstock_aws::parts::external_id_from_env();
     // Polling external work (builds) needs the artifact store; without it the sweeper still
     // re-publishes, reschedules and times out.
     let providers = parts

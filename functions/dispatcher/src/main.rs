@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = penstock_aws::config::load_sdk_config().await?;
     let parts = AwsParts::new(config, AwsClients::new(&sdk));
     let archiver = Arc::new(penstock_local::adapters::ZipArchiver);
-    let external_id = std::env::var(penstock_aws::parts::EXTERNAL_ID_VAR).ok();
+    let external_id = penstock_aws::parts::external_id_from_env();
     let artifacts = parts.require_artifacts()?;
     let providers = parts
         .providers(archiver.clone(), external_id)

@@ -17,6 +17,17 @@ use crate::sts::RoleAssumer;
 /// `ExternalId` passed when assuming action roles (optional).
 pub const EXTERNAL_ID_VAR: &str = "PENSTOCK_CROSS_ACCOUNT_EXTERNAL_ID";
 
+/// The `ExternalId` for action roles, when configured (empty means none).
+pub fn external_id_from_env() -> Option<String> {
+    std::env::var(EXTERNAL_ID_VAR)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CodeBuild project for CodeBuild actions that name none (optional).
+pub const DEFAULT_CODEBUILD_PROJECT_VAR: &str = "PENSTOCK_DEFAULT_CODEBUILD_PROJECT";
+
 #[derive(Clone)]
 pub struct AwsParts {
     pub config: AwsConfig,
@@ -79,6 +90,9 @@ impl AwsParts {
             artifacts: self.artifacts.clone()?,
             ids: Arc::new(RandomIds),
             external_id,
+            default_codebuild_project: std::env::var(DEFAULT_CODEBUILD_PROJECT_VAR)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }))
     }
 }

@@ -39,6 +39,8 @@ pub struct ProviderDeps {
     pub ids: Arc<dyn IdGenerator>,
     /// `ExternalId` passed when assuming action roles, when the target accounts require one.
     pub external_id: Option<String>,
+    /// The CodeBuild project of CodeBuild actions whose configuration names none.
+    pub default_codebuild_project: Option<String>,
 }
 
 impl ProviderDeps {
@@ -273,7 +275,18 @@ fn codebuild_source(artifact: &ArtifactRef) -> Result<(String, Option<String>), 
 impl CodeBuild {
     async fn start(&self, ctx: &JobContext) -> Result<ProviderOutcome, ProviderOutcome> {
         let job = &ctx.job;
-        let project = required(job, "ProjectName")?.to_string();
+        // An action without ProjectName runs in the deployment's default project, whose own
+        // buildspec only fails: the build runs the source's `buildspec.yml`, as CodeBuild does
+        // for a project without an inline buildspec.
+        let configured = job
+            .configuration
+            .get("ProjectName")
+            .filter(|p| !p.is_empty());
+        let (project, buildspec) = match (configured, &self.deps.default_codebuild_project) {
+            (Some(project), _) => (project.clone(), None),
+            (None, Some(project)) => (project.clone(), Some("buildspec.yml".to_string())),
+            (None, None) => (required(job, "ProjectName")?.to_string(), None),
+        };
         if job
             .configuration
             .get("BatchEnabled")
@@ -343,6 +356,7 @@ impl CodeBuild {
             .project_name(&project)
             .set_environment_variables_override((!environment.is_empty()).then_some(environment))
             .encryption_key_override(&kms_key)
+            .set_buildspec_override(buildspec)
             .idempotency_token(&job.action_execution_id);
         match inputs.split_first() {
             Some((primary, secondary)) => {
