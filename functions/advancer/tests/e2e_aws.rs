@@ -172,6 +172,7 @@ struct World {
     /// Reads by the test itself, on uncounted clients.
     status: Control,
     counter: CallCounter,
+    capacity: CapacityMeter,
     throttle: ThrottleDynamoDb,
     clock: Arc<TestClock>,
     bus: Arc<CrashingBus>,
@@ -191,7 +192,11 @@ async fn world() -> World {
     let config = sdk_config().await;
     let counter = CallCounter::new();
     let throttle = ThrottleDynamoDb::new("TransactWriteItems");
-    let clients = AwsClients::with_interceptors(&config, vec![counter.shared(), throttle.shared()]);
+    let capacity = CapacityMeter::default();
+    let clients = AwsClients::with_interceptors(
+        &config,
+        vec![counter.shared(), throttle.shared(), capacity.shared()],
+    );
     let (table, bus_name) = (unique_name("state"), unique_name("bus"));
     let (artifact_bucket, source_bucket, deploy_bucket) = (
         unique_name("artifacts"),
@@ -323,6 +328,7 @@ async fn world() -> World {
         dispatcher,
         clients,
         counter,
+        capacity,
         throttle,
         clock,
         bus,
@@ -722,6 +728,7 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     // A clean second run, counted.
     upload_source(&w, "<h1>two</h1>").await;
     w.counter.take();
+    w.capacity.take();
     let second = RandomIds.uuid();
     w.advancer
         .handle_event(start_event(&pipeline, &second))
@@ -733,6 +740,16 @@ async fn a_pipeline_runs_end_to_end_on_aws_apis_through_faults() {
     let counts = w.counter.take();
     let observed = w.observer.drain().await.expect("observer");
     report_calls(&counts, 3, clean.sweeps, public_events(&observed).len());
+    let capacity = w.capacity.take();
+    let cost = report_cost(capacity, &counts);
+    // The meter saw the run: every write and read of it, and every entry the run published.
+    assert!(capacity.write_units >= 9.0, "{capacity:?}");
+    assert!(capacity.read_units > 0.0, "{capacity:?}");
+    assert!(
+        capacity.event_entries >= public_events(&observed).len(),
+        "{capacity:?}"
+    );
+    assert!(cost > 0.0);
     let store = w.control.engine.repo.store();
     for (pk, sk) in [
         (format!("PIPELINE#{pipeline}"), "STATE"),
@@ -810,4 +827,216 @@ fn every_internal_event_type_is_routed_to_exactly_one_function() {
             .collect();
         assert_eq!(targets.len(), 1, "{detail_type} is routed to {targets:?}");
     }
+}
+
+/// DynamoDB capacity units as on-demand billing counts them, estimated from what goes over the
+/// wire: a write costs one unit per started kilobyte of the item written (two inside a
+/// transaction, one more for the index copy of an indexed item); a read costs one unit per
+/// started 4 KB of the items returned (half for an eventually consistent read). Deletes and
+/// condition checks carry no item, so they are counted as items of one kilobyte.
+#[derive(Debug, Clone, Default)]
+struct CapacityMeter {
+    units: Arc<std::sync::Mutex<Capacity>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Capacity {
+    write_units: f64,
+    read_units: f64,
+    /// EventBridge bills entries, not requests.
+    event_entries: usize,
+}
+
+impl CapacityMeter {
+    fn shared(&self) -> aws_smithy_runtime_api::client::interceptors::SharedInterceptor {
+        aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(self.clone())
+    }
+
+    fn take(&self) -> Capacity {
+        self.units
+            .lock()
+            .map(|mut units| std::mem::take(&mut *units))
+            .unwrap_or_default()
+    }
+
+    fn add(&self, write_units: f64, read_units: f64, event_entries: usize) {
+        if let Ok(mut units) = self.units.lock() {
+            units.write_units += write_units;
+            units.read_units += read_units;
+            units.event_entries += event_entries;
+        }
+    }
+}
+
+fn operation(cfg: &aws_smithy_types::config_bag::ConfigBag) -> Option<(String, String)> {
+    cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        .map(|m| (m.service().to_string(), m.name().to_string()))
+}
+
+/// The size DynamoDB bills for an attribute value in its JSON wire form.
+fn value_size(value: &Value) -> usize {
+    use base64::Engine as _;
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match (kind.as_str(), inner) {
+        ("S", Value::String(text)) => text.len(),
+        ("N", Value::String(number)) => number.trim_start_matches('-').len().div_ceil(2) + 1,
+        ("B", Value::String(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_or(encoded.len(), |bytes| bytes.len()),
+        ("BOOL" | "NULL", _) => 1,
+        ("M", Value::Object(members)) => 3 + item_size(members),
+        ("L", Value::Array(values)) => 3 + values.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        _ => inner.to_string().len(),
+    }
+}
+
+fn item_size(attributes: &serde_json::Map<String, Value>) -> usize {
+    attributes
+        .iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+/// Write units of one item put: its kilobytes, plus the index copy when it is indexed.
+fn put_units(item: &Value) -> f64 {
+    let Some(attributes) = item.as_object() else {
+        return 1.0;
+    };
+    let kilobytes = item_size(attributes).div_ceil(1024).max(1) as f64;
+    if attributes.contains_key("gsi1pk") {
+        kilobytes * 2.0
+    } else {
+        kilobytes
+    }
+}
+
+fn read_units(items: &[&Value], consistent: bool) -> f64 {
+    let bytes: usize = items
+        .iter()
+        .filter_map(|item| item.as_object())
+        .map(item_size)
+        .sum();
+    let units = bytes.div_ceil(4096).max(1) as f64;
+    if consistent { units } else { units / 2.0 }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CapacityMeter {
+    fn name(&self) -> &'static str {
+        "PenstockCapacityMeter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some((service, name)) = operation(cfg) else {
+            return Ok(());
+        };
+        let Some(body) = context.request().body().bytes() else {
+            return Ok(());
+        };
+        // A meter only reads: bodies that are not JSON (S3) are none of its business.
+        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+            return Ok(());
+        };
+        if (service.as_str(), name.as_str()) == ("EventBridge", "PutEvents") {
+            self.add(0.0, 0.0, request["Entries"].as_array().map_or(0, Vec::len));
+        }
+        if service != "DynamoDB" {
+            return Ok(());
+        }
+        let units = match name.as_str() {
+            "PutItem" => put_units(&request["Item"]),
+            "UpdateItem" | "DeleteItem" => 1.0,
+            "TransactWriteItems" => request["TransactItems"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| {
+                            2.0 * item.get("Put").map_or(1.0, |put| put_units(&put["Item"]))
+                        })
+                        .sum()
+                })
+                .unwrap_or(0.0),
+            _ => 0.0,
+        };
+        self.add(units, 0.0, 0);
+        Ok(())
+    }
+
+    // After deserialization: by then the SDK has read the whole body into memory.
+    fn read_after_deserialization(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some((service, name)) = operation(cfg) else {
+            return Ok(());
+        };
+        if service != "DynamoDB" || !context.response().status().is_success() {
+            return Ok(());
+        }
+        let Some(body) = context.response().body().bytes() else {
+            return Ok(());
+        };
+        let Ok(response) = serde_json::from_slice::<Value>(body) else {
+            return Ok(());
+        };
+        let units = match name.as_str() {
+            // The store reads its items strongly consistent; index queries cannot be.
+            "GetItem" => read_units(&response.get("Item").into_iter().collect::<Vec<_>>(), true),
+            "Query" => {
+                let items: Vec<&Value> = response["Items"]
+                    .as_array()
+                    .map(|items| items.iter().collect())
+                    .unwrap_or_default();
+                read_units(&items, false)
+            }
+            _ => 0.0,
+        };
+        self.add(0.0, units, 0);
+        Ok(())
+    }
+}
+
+/// Request charges of one execution in us-east-1 list prices (on-demand DynamoDB per million
+/// units: $0.625 writes, $0.125 reads; EventBridge $1 per million entries; S3 $0.005 per
+/// thousand PUTs and $0.0004 per thousand GETs/HEADs). KMS is left out: with S3 Bucket Keys on
+/// the artifact bucket its requests are shared across many objects.
+fn report_cost(capacity: Capacity, counts: &BTreeMap<(String, String), CallCount>) -> f64 {
+    let event_entries = capacity.event_entries;
+    let calls = |service: &str, ops: &[&str]| -> f64 {
+        counts
+            .iter()
+            .filter(|((s, o), _)| s == service && ops.contains(&o.as_str()))
+            .map(|(_, c)| c.executions as f64)
+            .sum()
+    };
+    let dynamodb = capacity.write_units * 0.625e-6 + capacity.read_units * 0.125e-6;
+    let eventbridge = event_entries as f64 * 1e-6;
+    let s3 = calls(
+        "S3",
+        &[
+            "PutObject",
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+        ],
+    ) * 0.005e-3
+        + calls("S3", &["GetObject", "HeadObject"]) * 0.0004e-3;
+    let total = dynamodb + eventbridge + s3;
+    println!(
+        "  DynamoDB: {:.1} write units, {:.1} read units = ${dynamodb:.7}",
+        capacity.write_units, capacity.read_units
+    );
+    println!("  EventBridge: {event_entries} entries = ${eventbridge:.7}");
+    println!("  S3 requests: ${s3:.7}");
+    println!("  total request charges per execution: ${total:.7}");
+    total
 }

@@ -117,9 +117,11 @@ pub async fn upload_file(
         .await
         .map_err(|e| ArtifactError::Unavailable(format!("reading {}: {e}", path.display())))?
         .len();
-    let (sse, kms_key) = match encryption {
-        Encryption::Kms(key) => (ServerSideEncryption::AwsKms, Some(key.clone())),
-        Encryption::S3Managed => (ServerSideEncryption::Aes256, None),
+    // With an S3 Bucket Key, S3 asks KMS for a data key once per bucket and key for a while,
+    // not once per object: KMS requests (and their cost) stop growing with artifacts.
+    let (sse, kms_key, bucket_key) = match encryption {
+        Encryption::Kms(key) => (ServerSideEncryption::AwsKms, Some(key.clone()), Some(true)),
+        Encryption::S3Managed => (ServerSideEncryption::Aes256, None, None),
     };
     if size < PART_SIZE {
         let body = ByteStream::from_path(path)
@@ -133,6 +135,7 @@ pub async fn upload_file(
             .content_length(size as i64)
             .server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
+            .set_bucket_key_enabled(bucket_key)
             .send()
             .await
             .map_err(|e| s3_error(&what, &e))?;
@@ -151,6 +154,7 @@ pub async fn upload_file(
         .key(key)
         .server_side_encryption(sse)
         .set_ssekms_key_id(kms_key)
+        .set_bucket_key_enabled(bucket_key)
         .send()
         .await
         .map_err(|e| s3_error(&what, &e))?;

@@ -9,9 +9,15 @@
 //! | `pk` | S | partition key |
 //! | `sk` | S | sort key |
 //! | `version` | N | 1 on create, +1 on every write; every write is conditioned on it |
-//! | `body` | S | the item as JSON text |
+//! | `body` | S | the item as JSON text, when that is at most [`COMPRESS_ABOVE`] bytes |
+//! | `bodyz` | B | the item as deflate-compressed JSON text, when it is larger |
 //! | `gsi1pk`, `gsi1sk` | S | the key of the one global secondary index `gsi1` (all attributes projected), present only on indexed items |
 //! | `expires_at` | N | epoch seconds; the table's TTL attribute |
+//!
+//! DynamoDB bills writes per started kilobyte of the whole item (twice inside a transaction, and
+//! once more for the index copy), and a pipeline's runtime document is several kilobytes of
+//! repetitive JSON: compressed it is a third to a fifth of that, so large bodies are stored
+//! compressed. Reads accept both forms, so items written either way stay readable.
 //!
 //! DynamoDB deletes expired items lazily (within days), so every read here hides items whose
 //! `expires_at` has passed, and a write expecting "absent" succeeds over an expired item: the
@@ -41,6 +47,14 @@ use crate::sdk_error::{ErrorKind, describe, kind};
 pub const GSI1: &str = "gsi1";
 /// The TTL attribute.
 pub const EXPIRES_AT: &str = "expires_at";
+
+/// Bodies whose JSON text is longer than this are stored compressed (`bodyz`): below one
+/// kilobyte compression cannot lower the billed units.
+pub const COMPRESS_ABOVE: usize = 1000;
+
+/// The largest body a compressed attribute may inflate to: far above DynamoDB's 400 KB item
+/// limit, so only a corrupt attribute reaches it.
+const INFLATED_MAX: u64 = 16 * 1024 * 1024;
 
 /// How many items one internal `Query` request asks for at most: a page of the port may need
 /// several requests when expired items or items outside a prefix are skipped.
@@ -323,7 +337,11 @@ fn item_attributes(
         .map_err(|e| StoreError::Invalid(format!("item {}/{}: {e}", key.pk, key.sk)))?;
     let mut item = key_attributes(key);
     item.insert("version".into(), AttributeValue::N(version.to_string()));
-    item.insert("body".into(), AttributeValue::S(text));
+    if text.len() > COMPRESS_ABOVE {
+        item.insert("bodyz".into(), AttributeValue::B(deflate(&text).into()));
+    } else {
+        item.insert("body".into(), AttributeValue::S(text));
+    }
     if let Some(index) = index {
         item.insert("gsi1pk".into(), AttributeValue::S(index.pk.clone()));
         item.insert("gsi1sk".into(), AttributeValue::S(index.sk.clone()));
@@ -332,6 +350,24 @@ fn item_attributes(
         item.insert(EXPIRES_AT.into(), AttributeValue::N(at.to_string()));
     }
     Ok((version, item))
+}
+
+fn deflate(text: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text.as_bytes());
+    encoder.finish().unwrap_or_default()
+}
+
+fn inflate(compressed: &[u8]) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(INFLATED_MAX)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn string_attribute<'a>(
@@ -369,7 +405,16 @@ fn parse_item(attributes: &HashMap<String, AttributeValue>) -> Result<Item, Stor
     let version = number_attribute::<u64>(attributes, "version")?.ok_or_else(|| {
         StoreError::Unavailable(format!("item {}/{} has no version", key.pk, key.sk))
     })?;
-    let body = serde_json::from_str(string_attribute(attributes, "body")?).map_err(|e| {
+    let text = match attributes.get("bodyz") {
+        Some(AttributeValue::B(compressed)) => inflate(compressed.as_ref()).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "item {}/{} has a compressed body that does not inflate: {e}",
+                key.pk, key.sk
+            ))
+        })?,
+        _ => string_attribute(attributes, "body")?.to_string(),
+    };
+    let body = serde_json::from_str(&text).map_err(|e| {
         StoreError::Unavailable(format!(
             "item {}/{} has a body that is not JSON: {e}",
             key.pk, key.sk
@@ -644,6 +689,37 @@ mod tests {
         assert!(version.expression.contains("#v = :v"));
         assert!(version.expression.contains("#exp >= :now"));
         assert_eq!(version.values[":v"], AttributeValue::N("7".into()));
+    }
+
+    #[test]
+    fn large_bodies_are_stored_compressed_and_read_back() {
+        let key = ItemKey::new("PIPELINE#a", "STATE");
+        let stages: Vec<Value> = (0..40)
+            .map(|n| serde_json::json!({"name": format!("Stage{n}"), "status": "Succeeded"}))
+            .collect();
+        let body = serde_json::json!({ "stages": stages });
+        let text_len = body.to_string().len();
+        assert!(text_len > COMPRESS_ABOVE);
+        let (_, attributes) =
+            item_attributes(&key, Expect::Absent, &body, None, None).expect("attributes");
+        assert!(!attributes.contains_key("body"));
+        let Some(AttributeValue::B(compressed)) = attributes.get("bodyz") else {
+            panic!("no compressed body: {attributes:?}");
+        };
+        assert!(compressed.as_ref().len() * 3 < text_len);
+        assert_eq!(parse_item(&attributes).expect("parse").body, body);
+    }
+
+    #[test]
+    fn a_corrupt_compressed_body_is_an_error_not_a_panic() {
+        let mut attributes = key_attributes(&ItemKey::new("PIPELINE#a", "STATE"));
+        attributes.insert("version".into(), AttributeValue::N("1".into()));
+        attributes.insert(
+            "bodyz".into(),
+            AttributeValue::B(vec![0xff, 0x00, 0x13].into()),
+        );
+        let error = parse_item(&attributes).expect_err("corrupt");
+        assert!(error.to_string().contains("does not inflate"), "{error}");
     }
 
     #[test]

@@ -133,6 +133,7 @@ async fn a_large_artifact_goes_up_in_parts_encrypted_with_the_pipeline_key() {
         "{:?}",
         head.ssekms_key_id()
     );
+    // (moto keeps no Bucket Key flag on multipart uploads; the single put below checks it.)
     assert_eq!(head.content_length(), Some(size as i64));
 
     let copy = s.dir.path().join("copy.zip");
@@ -183,6 +184,7 @@ async fn a_small_artifact_is_one_put_with_the_default_key_and_reads_go_by_versio
         Some("aws:kms")
     );
     assert!(head.ssekms_key_id().is_some_and(|k| k.contains(&s.key_id)));
+    assert_eq!(head.bucket_key_enabled(), Some(true));
 
     let read = s.dir.path().join("read.zip");
     store.get(&old, &read).await.expect("get the old version");
