@@ -6,9 +6,15 @@
 
 use penstock_app::advance::Engine;
 use penstock_app::ports::{BusMessage, ENGINE_INPUT, INTERNAL_EVENT_SOURCE};
-use penstock_app::sweep::{SweepSettings, Sweeper, WaitForOwners};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use penstock_app::ports::Clock;
+use penstock_app::repo::Claim;
+use penstock_app::sweep::{ForeignClaim, SweepHooks, SweepSettings, Sweeper};
 use penstock_aws::HandlerError;
 use penstock_aws::bus::decode_internal_event;
+use penstock_core::engine::ActionJob;
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -18,6 +24,50 @@ pub const STALE_OUTBOX_MS: i64 = 30_000;
 /// An in-progress attempt unclaimed this long is scheduled again (EventBridge retries its own
 /// deliveries for up to a day, so this only catches publishes that never happened).
 pub const UNCLAIMED_ATTEMPT_MS: i64 = 60_000;
+/// How long a dispatcher may hold a claim without reporting: Lambda ends every invocation
+/// within 15 minutes, so a claim older than that plus a margin belongs to an invocation that is
+/// gone (timed out, out of memory, crashed).
+pub const DISPATCH_LEASE_MS: i64 = (15 * 60 + 60) * 1000;
+/// Overrides [`DISPATCH_LEASE_MS`] in seconds (never below the dispatcher's own timeout).
+pub const DISPATCH_LEASE_VAR: &str = "PENSTOCK_DISPATCH_LEASE_SECONDS";
+
+/// The lease from the environment, or the default.
+pub fn dispatch_lease_from_env() -> i64 {
+    std::env::var(DISPATCH_LEASE_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|seconds| *seconds > 0)
+        .map_or(DISPATCH_LEASE_MS, |seconds| seconds.saturating_mul(1000))
+}
+
+/// Claims on AWS: a claim younger than the lease may still be running in another function
+/// instance, so the sweep waits; an older one was left by an invocation that no longer runs,
+/// so its attempt is failed as interrupted and the action retried as a new attempt.
+pub struct ClaimLease {
+    pub clock: Arc<dyn Clock>,
+    pub lease_ms: i64,
+}
+
+#[async_trait]
+impl SweepHooks for ClaimLease {
+    async fn foreign_claim(&self, job: &ActionJob, claim: &Claim) -> ForeignClaim {
+        let held = self.clock.now().0 - claim.claimed_at.0;
+        if held > self.lease_ms {
+            tracing::warn!(
+                pipeline = %job.pipeline_name,
+                action = %job.action,
+                attempt = job.attempt,
+                owner = %claim.owner,
+                held_ms = held,
+                "a claim outlived its lease; the attempt is interrupted"
+            );
+            ForeignClaim::Interrupted
+        } else {
+            ForeignClaim::Wait
+        }
+    }
+}
+
 /// The claim owner name of the sweeper (it claims nothing; every claim is foreign to it).
 pub const SWEEPER_OWNER: &str = "sweeper";
 
@@ -42,6 +92,8 @@ pub fn event_patterns() -> Vec<(&'static str, Value)> {
 pub struct Advancer {
     pub engine: Engine,
     pub sweeper: Sweeper,
+    /// How long dispatch claims are held before the sweep takes their owner as gone.
+    pub lease_ms: i64,
 }
 
 impl Advancer {
@@ -58,7 +110,11 @@ impl Advancer {
                 unclaimed_attempt_ms: UNCLAIMED_ATTEMPT_MS,
             },
         };
-        Self { engine, sweeper }
+        Self {
+            engine,
+            sweeper,
+            lease_ms: DISPATCH_LEASE_MS,
+        }
     }
 
     /// Handle one invocation: a direct EventBridge event or an SQS batch of them.
@@ -89,7 +145,11 @@ impl Advancer {
     /// Run one sweep. Pipelines that could not be swept make the invocation fail as
     /// retryable, so the failure shows in metrics; the next schedule sweeps again anyway.
     pub async fn sweep(&self) -> Result<Value, HandlerError> {
-        let report = self.sweeper.sweep(false, &WaitForOwners).await?;
+        let hooks = ClaimLease {
+            clock: self.engine.clock.clone(),
+            lease_ms: self.lease_ms,
+        };
+        let report = self.sweeper.sweep(false, &hooks).await?;
         info!(?report, "swept");
         if report.failed > 0 {
             return Err(HandlerError::transient(format!(
@@ -102,6 +162,7 @@ impl Advancer {
             "republishedOutboxes": report.republished_outboxes,
             "timedOut": report.timed_out,
             "rescheduled": report.rescheduled,
+            "interrupted": report.interrupted,
             "polledFinished": report.polled_finished,
         }))
     }

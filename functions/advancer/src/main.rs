@@ -19,7 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let providers = parts
         .providers(Arc::new(penstock_local::adapters::ZipArchiver), external_id)
         .map(|p| Arc::new(p) as Arc<dyn penstock_app::ports::ProviderRegistry>);
-    let advancer = Advancer::new(parts.engine(), providers);
+    let mut advancer = Advancer::new(parts.engine(), providers);
+    advancer.lease_ms = penstock_advancer::dispatch_lease_from_env();
     let advancer = &advancer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         penstock_aws::handler::outcome(advancer.handle(event.payload).await).map_err(diagnostic)
