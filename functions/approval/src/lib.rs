@@ -1,7 +1,10 @@
 //! The approval function: applies approval decisions sent over HTTP (API Gateway) in
-//! CodePipeline's `PutApprovalResult` shape, through the shared control use case. The
-//! approval token is the capability: it is issued per attempt, single use, and checked by the
-//! engine.
+//! CodePipeline's `PutApprovalResult` shape, through the shared control use case, and serves
+//! approval pages (`GET /approvals/{pipeline}/{stage}/{action}?token=…`) whose Approve and
+//! Reject buttons post a form to the same address ([`page`]). The approval token is the
+//! capability: it is issued per attempt, single use, and checked by the engine.
+
+pub mod page;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -52,12 +55,32 @@ fn error_response(status: StatusCode, name: &str, message: &str) -> Response<Bod
 /// Answer one HTTP request. Refusals are 4xx with CodePipeline's exception name in `__type`;
 /// failures worth retrying are 5xx (429 when throttled), so clients retry them.
 pub async fn handle(control: &Control, request: Request) -> Response<Body> {
-    if request.method() != Method::POST {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "ValidationException",
-            "approval decisions are POSTed",
-        );
+    let target = page::PageTarget::from_path(request.uri().path());
+    let is_form = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    match (request.method(), target) {
+        (&Method::GET, Some(target)) => return show(control, &request, &target).await,
+        (&Method::POST, Some(target)) if is_form => {
+            return decide_form(control, &request, &target).await;
+        }
+        (&Method::POST, _) => {}
+        (&Method::GET, None) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "ValidationException",
+                "approval pages are at /approvals/{pipeline}/{stage}/{action}?token=...",
+            );
+        }
+        _ => {
+            return error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ValidationException",
+                "approval decisions are POSTed",
+            );
+        }
     }
     let parsed: Result<ApprovalRequest, _> = match request.body() {
         Body::Text(text) => serde_json::from_str(text),
@@ -75,6 +98,103 @@ pub async fn handle(control: &Control, request: Request) -> Response<Body> {
             );
         }
     };
+    match decide(control, &decision).await {
+        Ok(()) => {
+            let now = control.engine.clock.now();
+            json_response(
+                StatusCode::OK,
+                json!({ "approvedAt": now.as_epoch_seconds_f64() }),
+            )
+        }
+        Err((status, name, message)) => error_response(status, name, &message),
+    }
+}
+
+/// The body bytes of a request.
+fn body_bytes(request: &Request) -> &[u8] {
+    match request.body() {
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
+
+/// The `token` query parameter.
+fn query_token(request: &Request) -> Option<String> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// `GET`: the page of the approval waiting on the link's token, or "no approval waiting".
+async fn show(control: &Control, request: &Request, target: &page::PageTarget) -> Response<Body> {
+    let Some(token) = query_token(request) else {
+        return page::not_waiting_page();
+    };
+    match control.runtime(&target.pipeline).await {
+        Ok(runtime) => match page::waiting(&runtime.value.state, target, &token) {
+            Some(waiting) => page::waiting_page(target, &token, &waiting),
+            None => page::not_waiting_page(),
+        },
+        Err(AppError::PipelineNotFound(_)) => page::not_waiting_page(),
+        Err(error) => {
+            tracing::error!(error = %error, "loading an approval page failed");
+            page::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the approval could not be loaded; try again",
+            )
+        }
+    }
+}
+
+/// `POST` of the page's form: `token`, `status` (`Approved` or `Rejected`), `summary`.
+async fn decide_form(
+    control: &Control,
+    request: &Request,
+    target: &page::PageTarget,
+) -> Response<Body> {
+    let mut token = None;
+    let mut status = None;
+    let mut summary = String::new();
+    for (name, value) in form_urlencoded::parse(body_bytes(request)) {
+        match name.as_ref() {
+            "token" => token = Some(value.into_owned()),
+            "status" => status = Some(value.into_owned()),
+            "summary" => summary = value.into_owned(),
+            _ => {}
+        }
+    }
+    let status = match status.as_deref() {
+        Some("Approved") => ApprovalStatus::Approved,
+        Some("Rejected") => ApprovalStatus::Rejected,
+        _ => {
+            return page::error_page(
+                StatusCode::BAD_REQUEST,
+                "the form must say Approved or Rejected",
+            );
+        }
+    };
+    let Some(token) = token else {
+        return page::error_page(StatusCode::BAD_REQUEST, "the form has no approval token");
+    };
+    let decision = ApprovalRequest {
+        pipeline_name: target.pipeline.clone(),
+        stage_name: target.stage.clone(),
+        action_name: target.action.clone(),
+        token,
+        result: ApprovalResult { status, summary },
+    };
+    match decide(control, &decision).await {
+        Ok(()) => page::decided_page(target, status == ApprovalStatus::Approved),
+        Err((status, _, message)) => page::error_page(status, &message),
+    }
+}
+
+/// Apply a decision; a refusal or failure as (HTTP status, exception name, message).
+async fn decide(
+    control: &Control,
+    decision: &ApprovalRequest,
+) -> Result<(), (StatusCode, &'static str, String)> {
     let approved = decision.result.status == ApprovalStatus::Approved;
     match control
         .put_approval_result(
@@ -95,11 +215,7 @@ pub async fn handle(control: &Control, request: Request) -> Response<Body> {
                 approved,
                 "approval decided"
             );
-            let now = control.engine.clock.now();
-            json_response(
-                StatusCode::OK,
-                json!({ "approvedAt": now.as_epoch_seconds_f64() }),
-            )
+            Ok(())
         }
         Err(error) => {
             let status = match &error {
@@ -121,7 +237,7 @@ pub async fn handle(control: &Control, request: Request) -> Response<Body> {
             } else {
                 error.to_string()
             };
-            error_response(status, error.exception_name(), &message)
+            Err((status, error.exception_name(), message))
         }
     }
 }
