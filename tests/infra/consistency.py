@@ -8,7 +8,9 @@
   types the webhook turns into starts, matches the documented events of its type, has retries, a
   dead-letter queue allowed to receive from it, and the permission to invoke the function; every
   AWS service event type the webhook takes has such a rule;
-- the scheduled start's input is one the webhook takes.
+- the scheduled start's input is one the webhook takes;
+- every `PENSTOCK_*` variable a function's `main.rs` reads is set for it, and a function that
+  builds the artifact store or the action providers gets the artifact bucket and key.
 
 The published event types come from the code (`BusMessage::published_event_types()`, printed by
 the `published-events` example of penstock-app), the types the webhook takes from the code too
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,4 +442,39 @@ def check_schedule_input(template: dict, accepted: list[tuple[str, str]]) -> lis
             problems.append(f"{SCHEDULE}: Input has no detail.{member}")
     if detail.get("pipelineName") != "my-pipeline":
         problems.append(f"{SCHEDULE}: detail.pipelineName must be the ScheduledPipelineName parameter")
+    return problems
+
+
+# ---------------------------------------------------------------- environment
+
+# What a function's main.rs calls that needs the artifact store configured (both variables: the
+# configuration refuses one without the other). Without them, `providers()` is None and the
+# advancer's sweeper would silently never poll builds.
+ARTIFACT_CALLS = (".providers(", "require_artifacts(")
+ARTIFACT_VARS = ("PENSTOCK_ARTIFACT_BUCKET", "PENSTOCK_KMS_KEY_ARN")
+
+
+def function_environment(template: dict, resource: dict) -> set[str]:
+    names = set(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    return names | set(resource.get("Properties", {}).get("Environment", {}).get("Variables", {}))
+
+
+def check_environment(template: dict, template_dir: Path) -> list[str]:
+    """A problem for each variable a function's main.rs names that the template does not set for
+    it, and for the artifact store's variables missing where main.rs builds the store."""
+    problems = []
+    for name, resource in function_resources(template).items():
+        code_uri = resource.get("Properties", {}).get("CodeUri")
+        if not isinstance(code_uri, str):
+            continue
+        main = (template_dir / code_uri / "src" / "main.rs").resolve()
+        if not main.exists():
+            continue
+        text = main.read_text()
+        wanted = set(re.findall(r'"(PENSTOCK_[A-Z0-9_]+)"', text))
+        if any(call in text for call in ARTIFACT_CALLS):
+            wanted |= set(ARTIFACT_VARS)
+        missing = sorted(wanted - function_environment(template, resource))
+        if missing:
+            problems.append(f"{name}: {main.relative_to(REPO)} reads {missing}, which the template does not set")
     return problems

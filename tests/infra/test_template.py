@@ -15,6 +15,7 @@ from samtranslator.translator.transform import transform
 import consistency
 from consistency import (
     Crate,
+    check_environment,
     check_functions,
     check_rules,
     check_schedule_input,
@@ -90,6 +91,10 @@ def test_the_readmes_schedule_command_sends_the_templates_input(template):
     assert consistency.fill_schedule_input(readme_input, pipeline) == consistency.fill_schedule_input(
         template_input, pipeline
     )
+
+
+def test_every_variable_a_function_reads_is_set(template):
+    assert check_environment(template, consistency.TEMPLATE.parent) == []
 
 
 def test_every_function_crate_has_a_function_resource(template):
@@ -308,6 +313,17 @@ def test_schedule_checker_reports_an_input_the_webhook_does_not_take(template):
     assert problems == [
         "ScheduledPipelineStart: Input is not an event type the webhook takes",
         "ScheduledPipelineStart: Input has no detail.scheduledTime",
+    ]
+
+
+def test_environment_checker_reports_variables_a_function_reads_but_is_not_given(template):
+    changed = copy.deepcopy(template)
+    del changed["Resources"]["Advancer"]["Properties"]["Environment"]
+    del changed["Resources"]["Api"]["Properties"]["Environment"]["Variables"]["PENSTOCK_MAX_BODY_BYTES"]
+    problems = check_environment(changed, consistency.TEMPLATE.parent)
+    assert problems == [
+        "Api: functions/api/src/main.rs reads ['PENSTOCK_MAX_BODY_BYTES'], which the template does not set",
+        "Advancer: functions/advancer/src/main.rs reads ['PENSTOCK_ARTIFACT_BUCKET', 'PENSTOCK_KMS_KEY_ARN'], which the template does not set",
     ]
 
 
