@@ -96,7 +96,6 @@ fn trigger_pattern(template: &Value, rule: &str) -> Value {
 }
 
 struct World {
-    sdk: aws_config::SdkConfig,
     clients: AwsClients,
     control: Control,
     function: WebhookFunction,
@@ -132,7 +131,6 @@ async fn world() -> World {
         WebhookSecret::new("unused here"),
     ));
     World {
-        sdk,
         clients,
         control,
         function,
@@ -169,7 +167,7 @@ impl World {
     /// A queue receiving what the template's rule `rule` matches on the default bus.
     async fn tap(&self, rule: &str) -> BusTap {
         BusTap::new(
-            &self.sdk,
+            self.clients.sdk_config(),
             DEFAULT_BUS,
             false,
             &[trigger_pattern(&template(), rule)],
