@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,15 @@ from cfnlint.api import lint
 from samtranslator.translator.transform import transform
 
 import consistency
-from consistency import Crate, check_functions, check_rules, pattern_matches
+from consistency import (
+    Crate,
+    check_environment,
+    check_functions,
+    check_rules,
+    check_schedule_input,
+    check_trigger_rules,
+    pattern_matches,
+)
 
 PUBLISHED = [
     ("penstock", "Penstock Action Scheduled"),
@@ -31,6 +40,19 @@ def published() -> list[tuple[str, str]]:
     return consistency.published_events()
 
 
+@pytest.fixture(scope="module")
+def accepted() -> list[tuple[str, str]]:
+    return consistency.trigger_event_types()
+
+
+ACCEPTED = [
+    ("aws.events", "Scheduled Event"),
+    ("penstock.scheduler", "Penstock Scheduled Start"),
+    ("aws.s3", "Object Created"),
+    ("aws.ecr", "ECR Image Action"),
+]
+
+
 # ---------------------------------------------------------------- the real template and code
 
 
@@ -41,6 +63,38 @@ def test_published_events_come_from_the_code(published):
 
 def test_every_published_event_has_a_rule_and_every_rule_a_published_event(template, published):
     assert check_rules(template, published) == []
+
+
+def test_trigger_event_types_come_from_the_code(accepted):
+    assert sorted(accepted) == sorted(ACCEPTED)
+
+
+def test_trigger_rules_route_what_the_webhook_takes_and_match_the_documented_events(template, accepted):
+    assert sorted(consistency.trigger_rules(template)) == ["EcrImagePushedTrigger", "S3ObjectCreatedTrigger"]
+    fixtures = consistency.webhook_fixture_events()
+    assert {"s3-object-created.json", "ecr-image-push.json"} <= set(fixtures)
+    assert check_trigger_rules(template, accepted, fixtures) == []
+
+
+def test_the_scheduled_start_sends_what_the_webhook_takes(template, accepted):
+    assert check_schedule_input(template, accepted) == []
+
+
+def test_the_readmes_schedule_command_sends_the_templates_input(template):
+    """`aws scheduler create-schedule` in the README sends the same input as the template's
+    schedule (for another pipeline)."""
+    readme = (consistency.REPO / "README.md").read_text()
+    (target,) = re.findall(r"aws scheduler create-schedule .*?--target '(\{.*?\})'", readme, re.S)
+    readme_input = json.loads(target)["Input"]
+    template_input = template["Resources"]["ScheduledPipelineStart"]["Properties"]["Target"]["Input"]["Fn::Sub"]
+    pipeline = consistency.fill_schedule_input(readme_input, "ignored")["detail"]["pipelineName"]
+    assert consistency.fill_schedule_input(readme_input, pipeline) == consistency.fill_schedule_input(
+        template_input, pipeline
+    )
+
+
+def test_every_variable_a_function_reads_is_set(template):
+    assert check_environment(template, consistency.TEMPLATE.parent) == []
 
 
 def test_every_function_crate_has_a_function_resource(template):
@@ -205,6 +259,72 @@ def test_checker_ignores_rules_on_other_buses(template, published):
         "Properties": {"EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"]}},
     }
     assert check_rules(changed, published) == []
+
+
+def test_trigger_checker_reports_a_rule_routing_what_the_webhook_does_not_take(template):
+    changed = copy.deepcopy(template)
+    pattern = changed["Resources"]["S3ObjectCreatedTrigger"]["Properties"]["EventPattern"]
+    pattern["detail-type"].append("Object Deleted")
+    problems = check_trigger_rules(changed, ACCEPTED, {})
+    assert problems == [
+        "S3ObjectCreatedTrigger: routes aws.s3 'Object Deleted' events, which the webhook does not turn into starts"
+    ]
+
+
+def test_trigger_checker_reports_an_event_type_without_rule(template):
+    problems = check_trigger_rules(_without(template, "EcrImagePushedTrigger"), ACCEPTED, {})
+    assert problems == ["no trigger rule routes aws.ecr 'ECR Image Action' events to the webhook"]
+
+
+def test_trigger_checker_reports_a_pattern_missing_the_documented_event(template):
+    changed = copy.deepcopy(template)
+    pattern = changed["Resources"]["EcrImagePushedTrigger"]["Properties"]["EventPattern"]
+    pattern["detail"]["action-type"] = ["PULL"]
+    fixtures = consistency.webhook_fixture_events()
+    problems = check_trigger_rules(changed, ACCEPTED, fixtures)
+    assert problems == ["EcrImagePushedTrigger: does not match the documented event ecr-image-push.json"]
+
+
+def test_trigger_checker_reports_missing_retries_dead_letters_and_permission(template):
+    changed = _without(template, "S3ObjectCreatedTriggerPermission")
+    (target,) = changed["Resources"]["S3ObjectCreatedTrigger"]["Properties"]["Targets"]
+    del target["RetryPolicy"]
+    del target["DeadLetterConfig"]
+    policy = changed["Resources"]["EventDeliveryDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
+    for statement in policy["Statement"]:
+        arns = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])
+        arns[:] = [a for a in arns if a != {"Fn::GetAtt": ["S3ObjectCreatedTrigger", "Arn"]}]
+    problems = check_trigger_rules(changed, ACCEPTED, {})
+    assert problems == [
+        "S3ObjectCreatedTrigger: the webhook target needs a RetryPolicy",
+        "S3ObjectCreatedTrigger: the webhook target needs EventDeliveryDeadLetterQueue as DeadLetterConfig",
+        "S3ObjectCreatedTrigger: no AWS::Lambda::Permission lets this rule invoke the webhook",
+        "S3ObjectCreatedTrigger: EventDeliveryDeadLetterQueue's policy does not let this rule send to it",
+    ]
+
+
+def test_schedule_checker_reports_an_input_the_webhook_does_not_take(template):
+    changed = copy.deepcopy(template)
+    target = changed["Resources"]["ScheduledPipelineStart"]["Properties"]["Target"]
+    target["Input"]["Fn::Sub"] = target["Input"]["Fn::Sub"].replace(
+        "Penstock Scheduled Start", "Penstock Scheduled Run"
+    ).replace('"scheduledTime"', '"time"')
+    problems = check_schedule_input(changed, ACCEPTED)
+    assert problems == [
+        "ScheduledPipelineStart: Input is not an event type the webhook takes",
+        "ScheduledPipelineStart: Input has no detail.scheduledTime",
+    ]
+
+
+def test_environment_checker_reports_variables_a_function_reads_but_is_not_given(template):
+    changed = copy.deepcopy(template)
+    del changed["Resources"]["Advancer"]["Properties"]["Environment"]
+    del changed["Resources"]["Api"]["Properties"]["Environment"]["Variables"]["PENSTOCK_MAX_BODY_BYTES"]
+    problems = check_environment(changed, consistency.TEMPLATE.parent)
+    assert problems == [
+        "Api: functions/api/src/main.rs reads ['PENSTOCK_MAX_BODY_BYTES'], which the template does not set",
+        "Advancer: functions/advancer/src/main.rs reads ['PENSTOCK_ARTIFACT_BUCKET', 'PENSTOCK_KMS_KEY_ARN'], which the template does not set",
+    ]
 
 
 def test_checker_reports_a_crate_without_function(template):

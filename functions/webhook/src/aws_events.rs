@@ -1,6 +1,8 @@
 //! The AWS events that start pipelines, as the webhook function receives them from EventBridge
 //! (or S3 notifications), turned into intake calls:
 //! - `Scheduled Event` (`aws.events`): starts the pipeline(s) its rule names;
+//! - `Penstock Scheduled Start` (`penstock.scheduler`): the input an EventBridge Scheduler
+//!   schedule sends (see [`SCHEDULED_START`]), starts the pipeline it names;
 //! - `Object Created` (`aws.s3`, EventBridge notifications) and S3 notification `Records` with
 //!   `ObjectCreated:*`: starts pipelines whose S3 source watches the bucket and key;
 //! - `ECR Image Action` (`aws.ecr`) of a successful `PUSH`: starts pipelines whose ECR source
@@ -15,6 +17,23 @@ use penstock_core::engine::Timestamp;
 use penstock_core::triggers::parse_event_time;
 use serde_json::Value;
 
+/// The `source` of the input EventBridge Scheduler schedules send to the webhook function.
+pub const SCHEDULER_SOURCE: &str = "penstock.scheduler";
+/// The `detail-type` of a scheduled start. A schedule's target `Input` is
+/// `{"source": "penstock.scheduler", "detail-type": "Penstock Scheduled Start", "detail":
+/// {"pipelineName": NAME, "schedule": "<aws.scheduler.schedule-arn>", "scheduledTime":
+/// "<aws.scheduler.scheduled-time>"}}`; Scheduler fills the placeholders on every firing.
+pub const SCHEDULED_START: &str = "Penstock Scheduled Start";
+
+/// Every (`source`, `detail-type`) this module turns into starts (rules routing other events to
+/// the webhook only produce acknowledged, ignored invocations).
+pub const TRIGGER_EVENT_TYPES: &[(&str, &str)] = &[
+    ("aws.events", "Scheduled Event"),
+    (SCHEDULER_SOURCE, SCHEDULED_START),
+    ("aws.s3", "Object Created"),
+    ("aws.ecr", "ECR Image Action"),
+];
+
 /// An AWS event that can start pipelines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AwsTriggerEvent {
@@ -22,6 +41,15 @@ pub enum AwsTriggerEvent {
         id: Option<String>,
         /// The rule's ARN (`resources[0]`).
         rule: String,
+        time: Timestamp,
+    },
+    /// One firing of an EventBridge Scheduler schedule naming its pipeline.
+    ScheduledStart {
+        pipeline: String,
+        /// The schedule's ARN.
+        schedule: String,
+        /// The firing's scheduled time: with `schedule`, identifies the firing, so a retried
+        /// delivery starts nothing new.
         time: Timestamp,
     },
     S3ObjectsCreated {
@@ -95,6 +123,32 @@ pub fn parse_aws_event(event: &Value) -> Result<AwsTriggerEvent, AwsEventError> 
             Ok(AwsTriggerEvent::Scheduled {
                 id,
                 rule: rule.to_string(),
+                time,
+            })
+        }
+        (SCHEDULER_SOURCE, SCHEDULED_START) => {
+            let pipeline = required(
+                detail,
+                &["pipelineName"],
+                detail_type,
+                "detail.pipelineName",
+            )?;
+            let schedule = required(detail, &["schedule"], detail_type, "detail.schedule")?;
+            let time = required(
+                detail,
+                &["scheduledTime"],
+                detail_type,
+                "detail.scheduledTime",
+            )?;
+            // A placeholder left as written (`<aws.scheduler.scheduled-time>`) is not a time: the
+            // input was not sent by Scheduler.
+            let time = parse_event_time(time).ok_or_else(|| AwsEventError::Missing {
+                detail_type: detail_type.to_string(),
+                member: "an RFC 3339 detail.scheduledTime",
+            })?;
+            Ok(AwsTriggerEvent::ScheduledStart {
+                pipeline: pipeline.to_string(),
+                schedule: schedule.to_string(),
                 time,
             })
         }
@@ -200,6 +254,11 @@ pub async fn handle_aws_event(
         AwsTriggerEvent::Scheduled { id, rule, time } => {
             Ok(intake.schedule_fired(id.as_deref(), &rule, time).await?)
         }
+        AwsTriggerEvent::ScheduledStart {
+            pipeline,
+            schedule,
+            time,
+        } => Ok(intake.start_scheduled(&pipeline, &schedule, time).await?),
         AwsTriggerEvent::S3ObjectsCreated { id, objects } => {
             let mut report = IntakeReport::default();
             for object in &objects {

@@ -1,7 +1,8 @@
 //! Trigger intake as a function: GitHub webhooks over HTTP (`POST /webhooks/github`, an axum
 //! [`Router`] that `penstock serve` mounts and the Lambda serves), and the AWS events that start
 //! pipelines (EventBridge schedules, S3 objects created, ECR images pushed; see
-//! [`aws_events`]).
+//! [`aws_events`]). With the `lambda` feature, [`lambda::WebhookFunction`] is the Lambda
+//! handler taking both.
 //!
 //! A GitHub delivery goes through, in order: the body size limit (413), the
 //! `X-Hub-Signature-256` check over the raw body (401; nothing is read before it passes), the
@@ -9,6 +10,8 @@
 //! which starts executions and returns at once: the executions run on their own.
 
 pub mod aws_events;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod signature;
 
 use std::sync::Arc;
