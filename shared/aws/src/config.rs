@@ -121,6 +121,7 @@ pub struct AwsClients {
     pub kms: aws_sdk_kms::Client,
     pub sts: aws_sdk_sts::Client,
     pub codebuild: aws_sdk_codebuild::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
     config: SdkConfig,
     interceptors: Vec<SharedInterceptor>,
 }
@@ -148,6 +149,7 @@ impl AwsClients {
             kms: client_with!(aws_sdk_kms, config, &interceptors),
             sts: client_with!(aws_sdk_sts, config, &interceptors),
             codebuild: client_with!(aws_sdk_codebuild, config, &interceptors),
+            cloudformation: client_with!(aws_sdk_cloudformation, config, &interceptors),
             config: config.clone(),
             interceptors,
         }

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod bus;
+pub mod cloudformation;
 pub mod config;
 pub mod dynamo;
 pub mod handler;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption};
 use aws_sdk_codebuild::types::{
     ArtifactPackaging, ArtifactsType, EnvironmentVariable, EnvironmentVariableType,
     ProjectArtifacts, ProjectSource, ProjectSourceVersion, SourceType, StatusType,
@@ -24,7 +26,8 @@ use penstock_core::engine::{ActionJob, ArtifactRef, ErrorDetails, ExternalExecut
 use penstock_core::model::{ActionCategory, ActionOwner, ActionTypeId};
 use tracing::warn;
 
-use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file, upload_file};
+use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file};
+use crate::cloudformation::CloudFormation;
 use crate::config::AwsClients;
 use crate::sdk_error::describe;
 use crate::sts::{AssumeRequest, RoleAssumer, session_name};
@@ -46,7 +49,7 @@ pub struct ProviderDeps {
 impl ProviderDeps {
     /// Clients acting for the job: the action's role in its region when it has a `roleArn`,
     /// the function's own otherwise.
-    async fn clients_for(&self, job: &ActionJob) -> Result<AwsClients, ProviderOutcome> {
+    pub(crate) async fn clients_for(&self, job: &ActionJob) -> Result<AwsClients, ProviderOutcome> {
         let Some(role_arn) = &job.role_arn else {
             return Ok(match &job.region {
                 Some(region) => self.clients.for_config(
@@ -78,6 +81,7 @@ pub struct AwsProviders {
     source: Arc<dyn ActionProvider>,
     build: Arc<dyn ActionProvider>,
     deploy: Arc<dyn ActionProvider>,
+    cloudformation: Arc<dyn ActionProvider>,
     approval: Arc<dyn ActionProvider>,
 }
 
@@ -88,6 +92,7 @@ impl AwsProviders {
             source: Arc::new(S3Source { deps: deps.clone() }),
             build: Arc::new(CodeBuild { deps: deps.clone() }),
             deploy: Arc::new(S3Deploy { deps: deps.clone() }),
+            cloudformation: Arc::new(CloudFormation { deps: deps.clone() }),
             approval: Arc::new(ManualApproval { deps }),
         }
     }
@@ -101,13 +106,14 @@ impl ProviderRegistry for AwsProviders {
             (C::Source, O::Aws, "S3") => Some(self.source.clone()),
             (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
             (C::Deploy, O::Aws, "S3") => Some(self.deploy.clone()),
+            (C::Deploy, O::Aws, "CloudFormation") => Some(self.cloudformation.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
             _ => None,
         }
     }
 }
 
-fn failure(code: &str, message: String) -> ProviderOutcome {
+pub(crate) fn failure(code: &str, message: String) -> ProviderOutcome {
     ProviderOutcome::Failed {
         code: code.to_string(),
         message,
@@ -125,7 +131,7 @@ fn required<'a>(job: &'a ActionJob, key: &str) -> Result<&'a str, ProviderOutcom
     }
 }
 
-async fn unpack(
+pub(crate) async fn unpack(
     archiver: &Arc<dyn Archiver>,
     zip: &Path,
     dir: &Path,
@@ -138,7 +144,7 @@ async fn unpack(
     }
 }
 
-async fn pack(archiver: &Arc<dyn Archiver>, dir: &Path, zip: &Path) -> Result<(), ProviderOutcome> {
+pub(crate) async fn pack(archiver: &Arc<dyn Archiver>, dir: &Path, zip: &Path) -> Result<(), ProviderOutcome> {
     let (archiver, dir, zip) = (archiver.clone(), dir.to_path_buf(), zip.to_path_buf());
     match tokio::task::spawn_blocking(move || archiver.pack(&dir, &zip)).await {
         Ok(Ok(())) => Ok(()),
@@ -569,7 +575,7 @@ fn build_url(region: &str, project: &str, build_id: &str) -> String {
     )
 }
 
-fn failed_input(
+pub(crate) fn failed_input(
     job: &ActionJob,
     code: &str,
     message: String,
@@ -609,9 +615,87 @@ impl ActionProvider for CodeBuild {
 
 /// `Deploy/AWS/S3`: the input artifact into `BucketName`, either extracted (each file under
 /// the `ObjectKey` prefix) or as the zip at `ObjectKey`; encrypted with `KMSEncryptionKeyARN`
-/// when given, else with S3-managed keys.
+/// when given, else with S3-managed keys; with `CannedACL` and `CacheControl` on every object
+/// when given. With a `roleArn`, the objects are written with that role's credentials (into
+/// the role's account).
 struct S3Deploy {
     deps: Arc<ProviderDeps>,
+}
+
+/// How every object of one S3 deploy is written.
+struct DeployObject<'a> {
+    client: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    encryption: &'a Encryption,
+    acl: Option<ObjectCannedAcl>,
+    cache_control: Option<String>,
+}
+
+/// S3's limit on a single `PutObject`.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+impl DeployObject<'_> {
+    /// One `PutObject` streamed from the file (memory stays flat), always with server-side
+    /// encryption headers.
+    async fn put(&self, key: &str, path: &Path) -> Result<(), ProviderOutcome> {
+        let target = format!("s3://{}/{key}", self.bucket);
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| failure("JobFailed", format!("reading {}: {e}", path.display())))?
+            .len();
+        if size > MAX_SINGLE_PUT {
+            return Err(failure(
+                "JobFailed",
+                format!("{target}: {size} bytes is over S3's 5 GiB limit for one object upload"),
+            ));
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| failure("JobFailed", format!("reading {}: {e}", path.display())))?;
+        let (sse, kms_key) = match self.encryption {
+            Encryption::Kms(key) => (ServerSideEncryption::AwsKms, Some(key.clone())),
+            Encryption::S3Managed => (ServerSideEncryption::Aes256, None),
+        };
+        self.client
+            .put_object()
+            .bucket(self.bucket)
+            .key(key)
+            .body(body)
+            .content_length(size as i64)
+            .set_content_type(content_type(key).map(str::to_string))
+            .server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .set_acl(self.acl.clone())
+            .set_cache_control(self.cache_control.clone())
+            .send()
+            .await
+            .map_err(|e| failure("JobFailed", format!("{target}: {}", describe(&e))))?;
+        Ok(())
+    }
+}
+
+/// The content type of common web files, so an extracted site is served as such.
+fn content_type(key: &str) -> Option<&'static str> {
+    let extension = key.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match extension.as_str() {
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "js" | "mjs" => "text/javascript",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "ico" => "image/x-icon",
+        "webp" => "image/webp",
+        "wasm" => "application/wasm",
+        "woff2" => "font/woff2",
+        "zip" => "application/zip",
+        "yaml" | "yml" => "application/yaml",
+        _ => return None,
+    })
 }
 
 impl S3Deploy {
@@ -637,6 +721,26 @@ impl S3Deploy {
             Some(key) if !key.is_empty() => Encryption::Kms(key.clone()),
             _ => Encryption::S3Managed,
         };
+        let acl = match job.configuration.get("CannedACL").map(|a| a.trim()) {
+            Some(acl) if !acl.is_empty() => {
+                if !ObjectCannedAcl::values().contains(&acl) {
+                    return Err(failure(
+                        "ConfigurationError",
+                        format!(
+                            "CannedACL {acl:?} is not one of {}",
+                            ObjectCannedAcl::values().join(", ")
+                        ),
+                    ));
+                }
+                Some(ObjectCannedAcl::from(acl))
+            }
+            _ => None,
+        };
+        let cache_control = job
+            .configuration
+            .get("CacheControl")
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
         let Some((artifact, input_dir)) = ctx.inputs.first() else {
             return Err(failure(
                 "ConfigurationError",
@@ -644,6 +748,13 @@ impl S3Deploy {
             ));
         };
         let clients = self.deps.clients_for(job).await?;
+        let writer = DeployObject {
+            client: &clients.s3,
+            bucket: &bucket,
+            encryption: &encryption,
+            acl,
+            cache_control,
+        };
         let target = if extract {
             let prefix = object_key
                 .map(|k| format!("{}/", k.trim_end_matches('/')))
@@ -652,10 +763,7 @@ impl S3Deploy {
                 .await
                 .map_err(|e| failure("JobFailed", format!("reading {}: {e}", artifact.name)))?;
             for (relative, path) in &files {
-                let key = format!("{prefix}{relative}");
-                upload_file(&clients.s3, &bucket, &key, path, &encryption)
-                    .await
-                    .map_err(|e| failure("JobFailed", e.to_string()))?;
+                writer.put(&format!("{prefix}{relative}"), path).await?;
             }
             format!("s3://{bucket}/{prefix}")
         } else {
@@ -667,9 +775,7 @@ impl S3Deploy {
             };
             let zip = ctx.work_dir.join("deploy.zip");
             pack(&self.deps.archiver, input_dir, &zip).await?;
-            upload_file(&clients.s3, &bucket, &key, &zip, &encryption)
-                .await
-                .map_err(|e| failure("JobFailed", e.to_string()))?;
+            writer.put(&key, &zip).await?;
             format!("s3://{bucket}/{key}")
         };
         Ok(ProviderOutcome::Succeeded {

@@ -20,7 +20,8 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
-    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -572,5 +573,277 @@ impl BusTap {
                 }
             }
         }
+    }
+}
+
+/// Marks an attempt whose answer is replaced by a refusal.
+#[derive(Debug, Clone)]
+struct Refused(String);
+
+impl Storable for Refused {
+    type Storer = StoreReplace<Self>;
+}
+
+/// An SDK interceptor that refuses `AssumeRole` into the listed roles with STS's own
+/// `AccessDenied` answer, as STS does when a role's trust policy does not name the caller (moto
+/// checks no trust policy, so a refusal has to be made). Every other call passes untouched.
+#[derive(Debug, Clone, Default)]
+pub struct DenyAssumeRole {
+    roles: Arc<Mutex<Vec<String>>>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl DenyAssumeRole {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shared(&self) -> SharedInterceptor {
+        SharedInterceptor::new(self.clone())
+    }
+
+    /// Refuse every later `AssumeRole` into `role_arn`.
+    pub fn deny(&self, role_arn: &str) {
+        if let Ok(mut roles) = self.roles.lock() {
+            roles.push(role_arn.to_string());
+        }
+    }
+
+    /// How many calls were refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+/// The value of `name` in a form-encoded body.
+fn form_value(body: &str, name: &str) -> Option<String> {
+    body.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Intercept for DenyAssumeRole {
+    fn name(&self) -> &'static str {
+        "PenstockDenyAssumeRole"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let is_assume_role = cfg
+            .load::<Metadata>()
+            .is_some_and(|m| m.service() == "STS" && m.name() == "AssumeRole");
+        if !is_assume_role {
+            return Ok(());
+        }
+        let role = context
+            .request()
+            .body()
+            .bytes()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|body| form_value(body, "RoleArn"));
+        let denied = role.filter(|role| {
+            self.roles
+                .lock()
+                .map(|roles| roles.contains(role))
+                .unwrap_or(false)
+        });
+        if let Some(role) = denied {
+            cfg.interceptor_state().store_put(Refused(role));
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Refused(role)) = cfg.load::<Refused>().cloned() else {
+            return Ok(());
+        };
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        let body = format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
+             <Type>Sender</Type><Code>AccessDenied</Code><Message>User: \
+             arn:aws:iam::{DEFAULT_ACCOUNT}:user/penstock is not authorized to perform: \
+             sts:AssumeRole on resource: {role}</Message></Error>\
+             <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+        );
+        let response = context.response_mut();
+        *response.status_mut() = 403u16.try_into()?;
+        response.headers_mut().insert("content-type", "text/xml");
+        response
+            .headers_mut()
+            .insert("content-length", body.len().to_string());
+        *response.body_mut() = SdkBody::from(body);
+        Ok(())
+    }
+}
+
+/// An SDK interceptor that records, per (service, operation), the access key ids that signed
+/// the calls: tests tell the default credentials from an assumed role's by them.
+#[derive(Debug, Clone, Default)]
+pub struct SignerRecorder {
+    seen: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl SignerRecorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shared(&self) -> SharedInterceptor {
+        SharedInterceptor::new(self.clone())
+    }
+
+    /// The access key ids that signed calls of `service`/`operation`, in call order.
+    pub fn signers(&self, service: &str, operation: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|seen| {
+                seen.iter()
+                    .filter(|(s, o, _)| s == service && o == operation)
+                    .map(|(_, _, key)| key.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Intercept for SignerRecorder {
+    fn name(&self) -> &'static str {
+        "PenstockSignerRecorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(metadata) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        // `AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, ...`
+        let key = context
+            .request()
+            .headers()
+            .get("authorization")
+            .and_then(|value| value.split("Credential=").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push((
+                metadata.service().to_string(),
+                metadata.name().to_string(),
+                key,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An SDK interceptor that adds exported environment variables to the succeeded builds of
+/// `BatchGetBuilds` answers, as CodeBuild reports a buildspec's `exported-variables` (moto's
+/// builds export none). The rest of the answer is moto's own.
+#[derive(Debug, Clone, Default)]
+pub struct ExportBuildVariables {
+    variables: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl ExportBuildVariables {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shared(&self) -> SharedInterceptor {
+        SharedInterceptor::new(self.clone())
+    }
+
+    /// Report `name=value` as exported by every succeeded build from now on.
+    pub fn export(&self, name: &str, value: &str) {
+        if let Ok(mut variables) = self.variables.lock() {
+            variables.push((name.to_string(), value.to_string()));
+        }
+    }
+}
+
+impl Intercept for ExportBuildVariables {
+    fn name(&self) -> &'static str {
+        "PenstockExportBuildVariables"
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let variables = self
+            .variables
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        if variables.is_empty() {
+            return Ok(());
+        }
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(output) =
+            output.downcast_mut::<aws_sdk_codebuild::operation::batch_get_builds::BatchGetBuildsOutput>()
+        else {
+            return Ok(());
+        };
+        for build in output.builds.iter_mut().flatten() {
+            if build.build_status == Some(aws_sdk_codebuild::types::StatusType::Succeeded) {
+                build.exported_environment_variables = Some(
+                    variables
+                        .iter()
+                        .map(|(name, value)| {
+                            aws_sdk_codebuild::types::ExportedEnvironmentVariable::builder()
+                                .name(name)
+                                .value(value)
+                                .build()
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(())
     }
 }
