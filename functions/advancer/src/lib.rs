@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use penstock_app::ports::Clock;
+use penstock_app::ports::PUBLIC_EVENT_SOURCE;
 use penstock_app::repo::Claim;
 use penstock_app::sweep::{ForeignClaim, SweepHooks, SweepSettings, Sweeper};
 use penstock_aws::HandlerError;
-use penstock_app::ports::PUBLIC_EVENT_SOURCE;
 use penstock_aws::bus::{decode_internal_event, is_public_event};
 use penstock_core::engine::{ActionJob, EventKind};
 use penstock_local::commit_status::CommitStatuses;
@@ -188,12 +188,20 @@ impl Advancer {
         let (Some(kind), Some(pipeline), Some(execution_id)) =
             (kind, field("pipeline"), field("execution-id"))
         else {
-            tracing::warn!(detail_type, "a state-change event without its type, pipeline or execution id");
+            tracing::warn!(
+                detail_type,
+                "a state-change event without its type, pipeline or execution id"
+            );
             return json!({ "commitStatuses": "ignored" });
         };
         let reported = statuses.report(pipeline, execution_id, kind, detail).await;
         if reported.posted + reported.failed + reported.outdated > 0 {
-            info!(pipeline, execution_id, ?reported, "commit statuses reported");
+            info!(
+                pipeline,
+                execution_id,
+                ?reported,
+                "commit statuses reported"
+            );
         }
         json!({
             "commitStatuses": {

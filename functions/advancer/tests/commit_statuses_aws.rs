@@ -210,11 +210,7 @@ fn github_source(repository: &str) -> Value {
 /// and hand every event the rules deliver to its function until the execution has ended and
 /// nothing is left to deliver. Returns the execution and what the advancer answered to each
 /// state-change event.
-async fn run(
-    w: &World,
-    source: Value,
-    pinned: Option<&str>,
-) -> (String, Execution, Vec<Value>) {
+async fn run(w: &World, source: Value, pinned: Option<&str>) -> (String, Execution, Vec<Value>) {
     let name = unique_name("pipe");
     w.control
         .create_pipeline(declaration(w, &name, source), Vec::new())
@@ -255,7 +251,11 @@ async fn run(
                 .await
                 .expect("dispatch");
         }
-        let execution = w.control.get_execution(&name, &id).await.expect("execution");
+        let execution = w
+            .control
+            .get_execution(&name, &id)
+            .await
+            .expect("execution");
         if idle && execution.status.is_terminal() {
             return (name, execution, answers);
         }
@@ -290,10 +290,16 @@ async fn a_github_sourced_execution_reports_pending_then_success() {
         assert_eq!(body["context"], format!("penstock/{name}"));
         assert_eq!(
             body["target_url"],
-            format!("https://penstock.example/pipelines/{name}/executions/{}", execution.id)
+            format!(
+                "https://penstock.example/pipelines/{name}/executions/{}",
+                execution.id
+            )
         );
         let description = body["description"].as_str().expect("description");
-        assert!(description.len() <= 140 && description.contains(&name), "{description}");
+        assert!(
+            description.len() <= 140 && description.contains(&name),
+            "{description}"
+        );
     }
     let seen = w.github.seen.lock().expect("lock").clone();
     let posts: Vec<_> = seen
@@ -345,7 +351,10 @@ async fn an_s3_sourced_execution_reports_nothing_and_a_refused_post_fails_nothin
     });
     let (_, execution, answers) = run(&w, s3_source, None).await;
     assert_eq!(execution.status, ExecutionStatus::Failed);
-    assert!(!answers.is_empty(), "the state changes reached the advancer");
+    assert!(
+        !answers.is_empty(),
+        "the state changes reached the advancer"
+    );
     assert_eq!(statuses(&mut w), Vec::new());
     assert!(
         !w.github

@@ -23,7 +23,7 @@ use penstock_aws::artifacts::{S3Object, download_file};
 use penstock_aws::providers::{AwsProviders, ProviderDeps};
 use penstock_aws::testing::{sdk_config, unique_name};
 use penstock_aws::{AwsClients, RoleAssumer, S3Artifacts};
-use penstock_core::engine::{ActionStatus, ActionJob, SourceRevision};
+use penstock_core::engine::{ActionJob, ActionStatus, SourceRevision};
 use penstock_core::model::PipelineDeclaration;
 use penstock_local::adapters::ZipArchiver;
 use penstock_local::github_source::{GitHubSettings, GitHubSource};
@@ -247,7 +247,10 @@ async fn a_github_source_stores_the_pinned_commit_in_the_s3_artifact_store() {
             variables["CommitMessage"], "First commit\n\nWith a body.",
             "{provider}"
         );
-        assert_eq!(variables["AuthorDate"], "2024-03-01T10:00:00Z", "{provider}");
+        assert_eq!(
+            variables["AuthorDate"], "2024-03-01T10:00:00Z",
+            "{provider}"
+        );
         assert_eq!(variables["FullRepositoryName"], "octo/hello", "{provider}");
 
         // The artifact is an SSE-KMS object in the artifact bucket with the files at its root.
@@ -288,7 +291,11 @@ async fn a_github_source_stores_the_pinned_commit_in_the_s3_artifact_store() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         top.sort();
-        assert_eq!(top, ["README.md", "src"], "{provider}: only the repository's files");
+        assert_eq!(
+            top,
+            ["README.md", "src"],
+            "{provider}: only the repository's files"
+        );
     }
 
     // The token went as Authorization to every API request, and never to the download host.

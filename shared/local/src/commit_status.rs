@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 
 use penstock_app::control::Control;
 use penstock_core::engine::{EventKind, Execution, ExecutionStatus, event_state};
-use serde_json::Value;
 use penstock_core::triggers::{COMMIT_ID, github_sources};
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -41,8 +41,10 @@ pub struct StatusPost {
     pub status: CommitStatus,
 }
 
-/// The GitHub state (and the verb of its description) a state change calls for, if any.
+/// The GitHub state (and the verb of its description) a state change calls for, if any: the
+/// state of the execution status the change announces.
 pub fn github_state_for(kind: EventKind, detail: &Value) -> Option<(&'static str, &'static str)> {
+    use ExecutionStatus as S;
     let state = detail.get("state").and_then(|s| s.as_str()).unwrap_or("");
     let is_source_action = detail.get("stage").and_then(|s| s.as_str()).is_some()
         && detail
@@ -50,23 +52,20 @@ pub fn github_state_for(kind: EventKind, detail: &Value) -> Option<(&'static str
             .and_then(|t| t.get("category"))
             .and_then(|c| c.as_str())
             == Some("Source");
-    Some(match (kind, state) {
-        (EventKind::Pipeline, event_state::STARTED | event_state::RESUMED) => {
-            (PENDING, "is running")
-        }
-        (EventKind::Action, event_state::SUCCEEDED) if is_source_action => (PENDING, "is running"),
-        (EventKind::Pipeline, event_state::SUCCEEDED) => ("success", "succeeded"),
-        (EventKind::Pipeline, event_state::FAILED) => ("failure", "failed"),
-        (EventKind::Pipeline, event_state::STOPPED) => ("error", "was stopped"),
-        (EventKind::Pipeline, event_state::SUPERSEDED) => {
-            ("error", "was superseded by a newer execution")
-        }
-        (EventKind::Pipeline, event_state::CANCELED) => ("error", "was cancelled"),
+    let status = match (kind, state) {
+        (EventKind::Pipeline, event_state::STARTED | event_state::RESUMED) => S::InProgress,
+        (EventKind::Action, event_state::SUCCEEDED) if is_source_action => S::InProgress,
+        (EventKind::Pipeline, event_state::SUCCEEDED) => S::Succeeded,
+        (EventKind::Pipeline, event_state::FAILED) => S::Failed,
+        (EventKind::Pipeline, event_state::STOPPED) => S::Stopped,
+        (EventKind::Pipeline, event_state::SUPERSEDED) => S::Superseded,
+        (EventKind::Pipeline, event_state::CANCELED) => S::Cancelled,
         _ => return None,
-    })
+    };
+    Some(github_state_of(status))
 }
 
-/// The GitHub state (and verb) an execution's status stands for now.
+/// The GitHub state (and verb) an execution's status stands for.
 fn github_state_of(status: ExecutionStatus) -> (&'static str, &'static str) {
     match status {
         ExecutionStatus::InProgress | ExecutionStatus::Stopping => (PENDING, "is running"),
