@@ -93,6 +93,9 @@ impl AwsParts {
             default_codebuild_project: std::env::var(DEFAULT_CODEBUILD_PROJECT_VAR)
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
+            approval_url: std::env::var(crate::config::APPROVAL_URL_VAR)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }))
     }
 }
