@@ -16,6 +16,8 @@ pub const BUS_VAR: &str = "PENSTOCK_BUS";
 pub const BUCKET_VAR: &str = "PENSTOCK_ARTIFACT_BUCKET";
 /// The KMS key (id, ARN or alias) artifacts are encrypted with when a pipeline declares none.
 pub const KMS_KEY_VAR: &str = "PENSTOCK_KMS_KEY_ARN";
+/// The base URL of approval pages (`https://…/approvals`), linked from approval notifications.
+pub const APPROVAL_URL_VAR: &str = "PENSTOCK_APPROVAL_URL";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -123,6 +125,7 @@ pub struct AwsClients {
     pub codebuild: aws_sdk_codebuild::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub secretsmanager: aws_sdk_secretsmanager::Client,
+    pub sns: aws_sdk_sns::Client,
     config: SdkConfig,
     interceptors: Vec<SharedInterceptor>,
 }
@@ -152,6 +155,7 @@ impl AwsClients {
             codebuild: client_with!(aws_sdk_codebuild, config, &interceptors),
             cloudformation: client_with!(aws_sdk_cloudformation, config, &interceptors),
             secretsmanager: client_with!(aws_sdk_secretsmanager, config, &interceptors),
+            sns: client_with!(aws_sdk_sns, config, &interceptors),
             config: config.clone(),
             interceptors,
         }

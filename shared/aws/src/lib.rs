@@ -7,6 +7,7 @@ pub mod cloudformation;
 pub mod config;
 pub mod dynamo;
 pub mod handler;
+pub mod notifications;
 pub mod parts;
 pub mod providers;
 mod sdk_error;

@@ -96,6 +96,9 @@ impl AwsParts {
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
             github_source,
+            approval_url: std::env::var(crate::config::APPROVAL_URL_VAR)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }))
     }
 }

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption};
 use aws_sdk_codebuild::types::{
     ArtifactPackaging, ArtifactsType, EnvironmentVariable, EnvironmentVariableType,
     ProjectArtifacts, ProjectSource, ProjectSourceVersion, SourceType, StatusType,
 };
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption};
 use penstock_app::dispatch::artifact_key;
 use penstock_app::ports::{
     ActionProvider, Archiver, IdGenerator, JobContext, Polled, ProviderOutcome, ProviderRegistry,
@@ -33,6 +33,7 @@ use tracing::warn;
 use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file};
 use crate::cloudformation::CloudFormation;
 use crate::config::AwsClients;
+use crate::notifications::approval_notice;
 use crate::sdk_error::describe;
 use crate::sts::{AssumeRequest, RoleAssumer, session_name};
 
@@ -51,6 +52,9 @@ pub struct ProviderDeps {
     /// The provider of both GitHub source action types (`penstock_local::github_source`, built
     /// with the deployment's API URL and token); `None` leaves them unsupported.
     pub github_source: Option<Arc<dyn ActionProvider>>,
+    /// The base URL of approval pages (`https://…/approvals`), for the review link of approval
+    /// notifications; without it a notification carries the token but no link.
+    pub approval_url: Option<String>,
 }
 
 impl ProviderDeps {
@@ -155,7 +159,11 @@ pub(crate) async fn unpack(
     }
 }
 
-pub(crate) async fn pack(archiver: &Arc<dyn Archiver>, dir: &Path, zip: &Path) -> Result<(), ProviderOutcome> {
+pub(crate) async fn pack(
+    archiver: &Arc<dyn Archiver>,
+    dir: &Path,
+    zip: &Path,
+) -> Result<(), ProviderOutcome> {
     let (archiver, dir, zip) = (archiver.clone(), dir.to_path_buf(), zip.to_path_buf());
     match tokio::task::spawn_blocking(move || archiver.pack(&dir, &zip)).await {
         Ok(Ok(())) => Ok(()),
@@ -833,21 +841,69 @@ async fn list_files(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// `Approval/AWS/Manual`: issues a fresh token; the attempt waits for `PutApprovalResult`
-/// (the approval function or the API) or its deadline.
+/// (the approval function or the API) or its deadline. With a `NotificationArn`, the topic is
+/// told first (CodePipeline's approval message, linking the approval page); an approval whose
+/// notification cannot be sent fails rather than wait unseen until it times out.
 struct ManualApproval {
     deps: Arc<ProviderDeps>,
+}
+
+impl ManualApproval {
+    async fn notify(
+        &self,
+        job: &ActionJob,
+        topic: &str,
+        token: &str,
+    ) -> Result<(), ProviderOutcome> {
+        let clients = self.deps.clients_for(job).await?;
+        let region = clients
+            .sdk_config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let notice = approval_notice(job, token, &region, self.deps.approval_url.as_deref());
+        clients
+            .sns
+            .publish()
+            .topic_arn(topic)
+            .subject(notice.subject)
+            .message(notice.message.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                failure(
+                    "PermissionError",
+                    format!(
+                        "the approval notification to {topic} could not be sent: {}",
+                        describe(&e)
+                    ),
+                )
+            })
+    }
 }
 
 #[async_trait]
 impl ActionProvider for ManualApproval {
     async fn run(&self, ctx: &JobContext) -> ProviderOutcome {
+        let token = self.deps.ids.uuid();
+        let topic = ctx
+            .job
+            .configuration
+            .get("NotificationArn")
+            .filter(|t| !t.is_empty());
+        if let Some(topic) = topic
+            && let Err(outcome) = self.notify(&ctx.job, topic, &token).await
+        {
+            return outcome;
+        }
         ProviderOutcome::Pending {
             external: ExternalExecution {
                 id: None,
                 summary: ctx.job.configuration.get("CustomData").cloned(),
                 url: ctx.job.configuration.get("ExternalEntityLink").cloned(),
             },
-            approval_token: Some(self.deps.ids.uuid()),
+            approval_token: Some(token),
         }
     }
 }

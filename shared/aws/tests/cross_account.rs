@@ -162,6 +162,7 @@ async fn world() -> World {
         external_id: None,
         default_codebuild_project: None,
         github_source: None,
+        approval_url: None,
     }));
     let work = tempfile::tempdir().expect("work dir");
     let dispatcher = Dispatcher::new(

@@ -149,6 +149,7 @@ async fn a_github_source_stores_the_pinned_commit_in_the_s3_artifact_store() {
         external_id: None,
         default_codebuild_project: None,
         github_source: Some(Arc::new(GitHubSource::new(&settings))),
+        approval_url: None,
     }));
     let work = tempfile::tempdir().expect("work dir");
     let dispatcher = Dispatcher::new(
