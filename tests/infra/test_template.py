@@ -157,6 +157,24 @@ def test_only_the_dispatcher_assumes_roles_and_only_the_allowed_ones(template):
     assert assumers == {"Dispatcher": {"Ref": "AllowedCrossAccountRoleArns"}}
 
 
+def test_the_github_token_is_read_by_the_dispatcher_and_the_advancer_only(template):
+    """Both may GetSecretValue on the GitHub token's secret alone, and only when one is given;
+    no other inline statement grants Secrets Manager (the other secrets go through SAM's
+    AWSSecretsManagerGetSecretValuePolicy, each on its own secret)."""
+    granted = {}
+    for name, resource in consistency.function_resources(template).items():
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy.get("Statement", []):
+                condition, body = None, statement
+                if "Fn::If" in statement:
+                    condition, body, _ = statement["Fn::If"]
+                actions = body["Action"] if isinstance(body["Action"], list) else [body["Action"]]
+                if any(a.startswith("secretsmanager:") for a in actions):
+                    granted[name] = (condition, actions, body["Resource"])
+    token = ("HasGitHubToken", ["secretsmanager:GetSecretValue"], {"Ref": "GitHubTokenSecretArn"})
+    assert granted == {"Dispatcher": token, "Advancer": token}
+
+
 def test_state_table(template):
     table = template["Resources"]["StateTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
@@ -323,7 +341,8 @@ def test_environment_checker_reports_variables_a_function_reads_but_is_not_given
     problems = check_environment(changed, consistency.TEMPLATE.parent)
     assert problems == [
         "Api: functions/api/src/main.rs reads ['PENSTOCK_MAX_BODY_BYTES'], which the template does not set",
-        "Advancer: functions/advancer/src/main.rs reads ['PENSTOCK_ARTIFACT_BUCKET', 'PENSTOCK_KMS_KEY_ARN'], which the template does not set",
+        "Advancer: functions/advancer/src/main.rs reads ['PENSTOCK_ARTIFACT_BUCKET', 'PENSTOCK_GITHUB_API_URL',"
+        " 'PENSTOCK_GITHUB_TOKEN_SECRET_ARN', 'PENSTOCK_KMS_KEY_ARN', 'PENSTOCK_PUBLIC_URL'], which the template does not set",
     ]
 
 

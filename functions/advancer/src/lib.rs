@@ -1,5 +1,7 @@
 //! The advancer: applies the engine inputs that arrive as EventBridge events (trigger intake,
-//! other functions) and runs the sweeper when the schedule fires.
+//! other functions), runs the sweeper when the schedule fires, and reports commit statuses to
+//! GitHub from the CodePipeline-compatible state-change events of executions that build a
+//! GitHub commit.
 //!
 //! The rules routing events here are [`event_patterns`]; infrastructure must route exactly
 //! these (its template is checked against them).
@@ -10,11 +12,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use penstock_app::ports::Clock;
+use penstock_app::ports::PUBLIC_EVENT_SOURCE;
 use penstock_app::repo::Claim;
 use penstock_app::sweep::{ForeignClaim, SweepHooks, SweepSettings, Sweeper};
 use penstock_aws::HandlerError;
-use penstock_aws::bus::decode_internal_event;
-use penstock_core::engine::ActionJob;
+use penstock_aws::bus::{decode_internal_event, is_public_event};
+use penstock_core::engine::{ActionJob, EventKind};
+use penstock_local::commit_status::CommitStatuses;
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -79,12 +83,32 @@ pub const SWEEP_DETAIL_TYPE: &str = "Penstock Sweep";
 pub const SCHEDULED_RULE_SOURCE: &str = "aws.events";
 pub const SCHEDULED_RULE_DETAIL_TYPE: &str = "Scheduled Event";
 
-/// The event patterns of the rules that target the advancer, by rule role.
+/// The event patterns of the rules that target the advancer, by rule role: engine inputs, and
+/// the state changes commit statuses follow (an execution's start, resumption and end, and a
+/// source action's success, which names the commit of an execution started without one).
 pub fn event_patterns() -> Vec<(&'static str, Value)> {
-    vec![(
-        "EngineInputs",
-        json!({ "source": [INTERNAL_EVENT_SOURCE], "detail-type": [ENGINE_INPUT] }),
-    )]
+    vec![
+        (
+            "EngineInputs",
+            json!({ "source": [INTERNAL_EVENT_SOURCE], "detail-type": [ENGINE_INPUT] }),
+        ),
+        (
+            "ExecutionStateChanges",
+            json!({
+                "source": [PUBLIC_EVENT_SOURCE],
+                "detail-type": [EventKind::Pipeline.detail_type()],
+                "detail": {"state": ["STARTED", "RESUMED", "SUCCEEDED", "FAILED", "STOPPED", "SUPERSEDED", "CANCELED"]},
+            }),
+        ),
+        (
+            "SourceActionSucceeded",
+            json!({
+                "source": [PUBLIC_EVENT_SOURCE],
+                "detail-type": [EventKind::Action.detail_type()],
+                "detail": {"state": ["SUCCEEDED"], "type": {"category": ["Source"]}},
+            }),
+        ),
+    ]
 }
 
 /// The advancer's use cases.
@@ -94,6 +118,8 @@ pub struct Advancer {
     pub sweeper: Sweeper,
     /// How long dispatch claims are held before the sweep takes their owner as gone.
     pub lease_ms: i64,
+    /// Reports commit statuses to GitHub; `None` (no token configured) ignores state changes.
+    pub commit_statuses: Option<CommitStatuses>,
 }
 
 impl Advancer {
@@ -114,6 +140,7 @@ impl Advancer {
             engine,
             sweeper,
             lease_ms: DISPATCH_LEASE_MS,
+            commit_statuses: None,
         }
     }
 
@@ -126,6 +153,9 @@ impl Advancer {
     pub async fn handle_event(&self, event: Value) -> Result<Value, HandlerError> {
         if is_schedule(&event) {
             return self.sweep().await;
+        }
+        if is_public_event(&event) {
+            return Ok(self.report_commit_status(&event).await);
         }
         let envelope =
             decode_internal_event(&event).map_err(|e| HandlerError::rejected(e.to_string()))?;
@@ -140,6 +170,46 @@ impl Advancer {
                 other.detail_type()
             ))),
         }
+    }
+
+    /// Report the commit statuses a state-change event calls for. Statuses are informative: a
+    /// malformed event, an unreadable execution or a refused post is logged and the event
+    /// counts as handled, so it never fails the invocation nor holds up anything else.
+    pub async fn report_commit_status(&self, event: &Value) -> Value {
+        let Some(statuses) = &self.commit_statuses else {
+            return json!({ "commitStatuses": "off" });
+        };
+        let detail_type = event.get("detail-type").and_then(Value::as_str);
+        let kind = [EventKind::Pipeline, EventKind::Stage, EventKind::Action]
+            .into_iter()
+            .find(|kind| Some(kind.detail_type()) == detail_type);
+        let detail = event.get("detail").unwrap_or(&Value::Null);
+        let field = |name: &str| detail.get(name).and_then(Value::as_str);
+        let (Some(kind), Some(pipeline), Some(execution_id)) =
+            (kind, field("pipeline"), field("execution-id"))
+        else {
+            tracing::warn!(
+                detail_type,
+                "a state-change event without its type, pipeline or execution id"
+            );
+            return json!({ "commitStatuses": "ignored" });
+        };
+        let reported = statuses.report(pipeline, execution_id, kind, detail).await;
+        if reported.posted + reported.failed + reported.outdated > 0 {
+            info!(
+                pipeline,
+                execution_id,
+                ?reported,
+                "commit statuses reported"
+            );
+        }
+        json!({
+            "commitStatuses": {
+                "posted": reported.posted,
+                "failed": reported.failed,
+                "outdated": reported.outdated,
+            }
+        })
     }
 
     /// Run one sweep. Pipelines that could not be swept make the invocation fail as

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use penstock_app::advance::Engine;
-use penstock_app::ports::{Archiver, RandomIds, SystemClock};
+use penstock_app::ports::{ActionProvider, Archiver, RandomIds, SystemClock};
 use penstock_app::repo::Repository;
 
 use crate::artifacts::S3Artifacts;
@@ -76,12 +76,14 @@ impl AwsParts {
         })
     }
 
-    /// The AWS action providers, acting with these clients (and assumed roles); `None` when
-    /// the configuration names no artifact store (providers read and write artifacts).
+    /// The AWS action providers, acting with these clients (and assumed roles), and the GitHub
+    /// source when one is given; `None` when the configuration names no artifact store
+    /// (providers read and write artifacts).
     pub fn providers(
         &self,
         archiver: Arc<dyn Archiver>,
         external_id: Option<String>,
+        github_source: Option<Arc<dyn ActionProvider>>,
     ) -> Option<AwsProviders> {
         Some(AwsProviders::new(ProviderDeps {
             clients: self.clients.clone(),
@@ -93,6 +95,7 @@ impl AwsParts {
             default_codebuild_project: std::env::var(DEFAULT_CODEBUILD_PROJECT_VAR)
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
+            github_source,
             approval_url: std::env::var(crate::config::APPROVAL_URL_VAR)
                 .ok()
                 .filter(|v| !v.trim().is_empty()),

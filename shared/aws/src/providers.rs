@@ -1,7 +1,11 @@
 //! The action providers on AWS, named and configured as in CodePipeline: `Source/AWS/S3`,
-//! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3` and
-//! `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's credentials
-//! (through the [`RoleAssumer`]).
+//! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3`,
+//! `Deploy/AWS/CloudFormation` and `Approval/AWS/Manual`. An action with a `roleArn` runs with
+//! that role's credentials (through the [`RoleAssumer`]). The GitHub sources
+//! (`Source/AWS/CodeStarSourceConnection`, `Source/ThirdParty/GitHub`) are the embedded
+//! default's own provider (it talks to GitHub, not AWS), handed in by the function that runs
+//! them ([`ProviderDeps::github_source`]); like every source, it writes the files into the
+//! attempt's output directory and the dispatch use case stores them in S3.
 
 // Providers return early with the outcome that reports a failure (`Err(ProviderOutcome)`):
 // the port's own type, built once per attempt, so its size does not matter.
@@ -45,6 +49,9 @@ pub struct ProviderDeps {
     pub external_id: Option<String>,
     /// The CodeBuild project of CodeBuild actions whose configuration names none.
     pub default_codebuild_project: Option<String>,
+    /// The provider of both GitHub source action types (`penstock_local::github_source`, built
+    /// with the deployment's API URL and token); `None` leaves them unsupported.
+    pub github_source: Option<Arc<dyn ActionProvider>>,
     /// The base URL of approval pages (`https://…/approvals`), for the review link of approval
     /// notifications; without it a notification carries the token but no link.
     pub approval_url: Option<String>,
@@ -87,12 +94,14 @@ pub struct AwsProviders {
     deploy: Arc<dyn ActionProvider>,
     cloudformation: Arc<dyn ActionProvider>,
     approval: Arc<dyn ActionProvider>,
+    github_source: Option<Arc<dyn ActionProvider>>,
 }
 
 impl AwsProviders {
     pub fn new(deps: ProviderDeps) -> Self {
         let deps = Arc::new(deps);
         Self {
+            github_source: deps.github_source.clone(),
             source: Arc::new(S3Source { deps: deps.clone() }),
             build: Arc::new(CodeBuild { deps: deps.clone() }),
             deploy: Arc::new(S3Deploy { deps: deps.clone() }),
@@ -112,6 +121,8 @@ impl ProviderRegistry for AwsProviders {
             (C::Deploy, O::Aws, "S3") => Some(self.deploy.clone()),
             (C::Deploy, O::Aws, "CloudFormation") => Some(self.cloudformation.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
+            (C::Source, O::Aws, "CodeStarSourceConnection")
+            | (C::Source, O::ThirdParty, "GitHub") => self.github_source.clone(),
             _ => None,
         }
     }

@@ -163,10 +163,24 @@ impl SecretsManagerSecrets {
     /// The string value of the secret whose ARN is in the environment variable `var`.
     pub async fn from_env(&self, var: &str) -> Result<Secret, SecretError> {
         let arn = std::env::var(var).map_err(|_| SecretError::Missing(var.to_string()))?;
+        self.read(var, &arn).await
+    }
+
+    /// Like [`SecretsManagerSecrets::from_env`] for an optional secret: `None` when `var` is
+    /// unset or empty; a secret that is named but cannot be read is still an error.
+    pub async fn optional_from_env(&self, var: &str) -> Result<Option<Secret>, SecretError> {
+        match std::env::var(var) {
+            Ok(arn) if !arn.trim().is_empty() => self.read(var, arn.trim()).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The string value of the secret `arn`; `var` names it in errors.
+    pub async fn read(&self, var: &str, arn: &str) -> Result<Secret, SecretError> {
         let output = self
             .client
             .get_secret_value()
-            .secret_id(&arn)
+            .secret_id(arn)
             .send()
             .await
             .map_err(|e| {

@@ -38,6 +38,7 @@ fn provider(clients: &AwsClients) -> Arc<dyn ActionProvider> {
         ids: Arc::new(RandomIds),
         external_id: None,
         default_codebuild_project: None,
+        github_source: None,
         approval_url: Some(APPROVAL_URL.into()),
     })
     .provider_for(&approval_type())

@@ -161,6 +161,7 @@ async fn world() -> World {
         ids: Arc::new(RandomIds),
         external_id: None,
         default_codebuild_project: None,
+        github_source: None,
         approval_url: None,
     }));
     let work = tempfile::tempdir().expect("work dir");

@@ -57,10 +57,20 @@ impl std::fmt::Debug for GitHubSettings {
 impl GitHubSettings {
     /// From `PENSTOCK_GITHUB_API_URL` and `PENSTOCK_GITHUB_TOKEN`.
     pub fn from_env() -> Self {
-        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::new(
+            std::env::var(API_URL_ENV).ok(),
+            std::env::var(TOKEN_ENV).ok(),
+        )
+    }
+
+    /// An API URL (default [`DEFAULT_API_URL`]) and a token, either absent or empty when not
+    /// configured (on AWS the token comes from Secrets Manager rather than the environment).
+    pub fn new(api_url: Option<String>, token: Option<String>) -> Self {
+        let non_empty =
+            |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         Self {
-            api_url: non_empty(API_URL_ENV).unwrap_or_else(|| DEFAULT_API_URL.to_string()),
-            token: non_empty(TOKEN_ENV).map(|t| t.trim().to_string()),
+            api_url: non_empty(api_url).unwrap_or_else(|| DEFAULT_API_URL.to_string()),
+            token: non_empty(token),
         }
     }
 }

@@ -115,6 +115,11 @@ async fn statuses_follow_the_execution() {
         assert_eq!(posts[0].status.state, expected, "{state}");
         assert!(posts[0].status.description.len() <= 140);
     }
+    // A retried stage resumes the execution: its commit is pending again.
+    let resumed = change(EventKind::Pipeline, &pinned, json!({"state": "RESUMED"}));
+    let posts = reporter.statuses_for(&resumed).await;
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].status.state, "pending");
     // Stage events and other states call for nothing.
     let stage = change(EventKind::Stage, &pinned, json!({"state": "SUCCEEDED"}));
     assert!(reporter.statuses_for(&stage).await.is_empty());

@@ -207,6 +207,12 @@ async fn a_pinned_commit_is_fetched_with_its_files_at_the_root() {
             .filter(|s| s.path.starts_with("/repos/"))
             .all(|s| s.authorization.as_deref() == Some("Bearer test-token"))
     );
+    assert!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/codeload/"))
+            .all(|s| s.authorization.is_none()),
+        "the download host is another origin: {seen:?}"
+    );
 }
 
 #[tokio::test]

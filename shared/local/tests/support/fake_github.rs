@@ -1,6 +1,7 @@
 //! A loopback stand-in for the GitHub REST API, answering from a real git repository: the
-//! zipball endpoint (a redirect, then `git archive --format=zip --prefix=OWNER-REPO-SHA/`, as
-//! GitHub lays zipballs out), commits, branches-where-head, and commit statuses (recorded).
+//! zipball endpoint (a redirect to another origin, as GitHub's goes to codeload.github.com,
+//! then `git archive --format=zip --prefix=OWNER-REPO-SHA/`, as GitHub lays zipballs out),
+//! commits, branches-where-head, and commit statuses (recorded).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,6 +34,8 @@ pub struct FakeGitHub {
 
 #[derive(Clone)]
 struct Fake {
+    /// `http://127.0.0.1:PORT` of the download server (another port: another origin).
+    download_base: String,
     repo: PathBuf,
     full_name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -108,7 +111,7 @@ async fn zipball(
         StatusCode::FOUND,
         [(
             header::LOCATION,
-            format!("/codeload/{owner}/{name}/zip/{sha}"),
+            format!("{}/codeload/{owner}/{name}/zip/{sha}", fake.download_base),
         )],
     )
         .into_response()
@@ -207,11 +210,17 @@ async fn status(
     json_response(StatusCode::CREATED, value)
 }
 
-/// Serve `repo` as `full_name` (`owner/name`) on a loopback port.
+/// Serve `repo` as `full_name` (`owner/name`) on a loopback port, and its downloads on
+/// another.
 pub async fn start(repo: PathBuf, full_name: &str) -> FakeGitHub {
     let (sender, statuses) = mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let listener = bind().await.expect("bind the fake GitHub");
+    let downloads = bind().await.expect("bind the fake GitHub's download host");
+    let address = listener.local_addr().expect("address");
     let fake = Fake {
+        download_base: format!("http://{}", downloads.local_addr().expect("address")),
         repo,
         full_name: full_name.to_string(),
         seen: seen.clone(),
@@ -225,16 +234,15 @@ pub async fn start(repo: PathBuf, full_name: &str) -> FakeGitHub {
             get(branches_where_head),
         )
         .route("/repos/{owner}/{name}/statuses/{sha}", post(status));
-    let app = Router::new()
-        .nest("/api/v3", api)
+    let app = Router::new().nest("/api/v3", api).with_state(fake.clone());
+    let download = Router::new()
         .route("/codeload/{owner}/{name}/zip/{sha}", get(codeload))
         .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake GitHub");
-    let address = listener.local_addr().expect("address");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(downloads, download).await;
     });
     FakeGitHub {
         api_url: format!("http://{address}/api/v3"),
