@@ -157,8 +157,8 @@ def test_only_the_dispatcher_assumes_roles_and_only_the_allowed_ones(template):
     assert assumers == {"Dispatcher": {"Ref": "AllowedCrossAccountRoleArns"}}
 
 
-def test_the_github_token_is_read_by_the_dispatcher_and_the_advancer_only(template):
-    """Both may GetSecretValue on the GitHub token's secret alone, and only when one is given;
+def test_the_github_token_is_read_by_the_dispatcher_the_advancer_and_the_webhook_only(template):
+    """Each may GetSecretValue on the GitHub token's secret alone, and only when one is given;
     no other inline statement grants Secrets Manager (the other secrets go through SAM's
     AWSSecretsManagerGetSecretValuePolicy, each on its own secret)."""
     granted = {}
@@ -172,7 +172,7 @@ def test_the_github_token_is_read_by_the_dispatcher_and_the_advancer_only(templa
                 if any(a.startswith("secretsmanager:") for a in actions):
                     granted[name] = (condition, actions, body["Resource"])
     token = ("HasGitHubToken", ["secretsmanager:GetSecretValue"], {"Ref": "GitHubTokenSecretArn"})
-    assert granted == {"Dispatcher": token, "Advancer": token}
+    assert granted == {"Dispatcher": token, "Advancer": token, "Webhook": token}
 
 
 def test_state_table(template):
