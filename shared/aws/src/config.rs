@@ -122,6 +122,7 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     pub codebuild: aws_sdk_codebuild::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
+    pub codedeploy: aws_sdk_codedeploy::Client,
     config: SdkConfig,
     interceptors: Vec<SharedInterceptor>,
 }
@@ -150,6 +151,7 @@ impl AwsClients {
             sts: client_with!(aws_sdk_sts, config, &interceptors),
             codebuild: client_with!(aws_sdk_codebuild, config, &interceptors),
             cloudformation: client_with!(aws_sdk_cloudformation, config, &interceptors),
+            codedeploy: client_with!(aws_sdk_codedeploy, config, &interceptors),
             config: config.clone(),
             interceptors,
         }

@@ -1,7 +1,8 @@
 //! The action providers on AWS, named and configured as in CodePipeline: `Source/AWS/S3`,
-//! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3` and
-//! `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's credentials
-//! (through the [`RoleAssumer`]).
+//! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3`,
+//! `Deploy/AWS/CloudFormation` (see `cloudformation`), `Deploy/AWS/CodeDeploy` (see
+//! `codedeploy`) and `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's
+//! credentials (through the [`RoleAssumer`]).
 
 // Providers return early with the outcome that reports a failure (`Err(ProviderOutcome)`):
 // the port's own type, built once per attempt, so its size does not matter.
@@ -28,6 +29,7 @@ use tracing::warn;
 
 use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file};
 use crate::cloudformation::CloudFormation;
+use crate::codedeploy::CodeDeploy;
 use crate::config::AwsClients;
 use crate::sdk_error::describe;
 use crate::sts::{AssumeRequest, RoleAssumer, session_name};
@@ -82,6 +84,7 @@ pub struct AwsProviders {
     build: Arc<dyn ActionProvider>,
     deploy: Arc<dyn ActionProvider>,
     cloudformation: Arc<dyn ActionProvider>,
+    codedeploy: Arc<dyn ActionProvider>,
     approval: Arc<dyn ActionProvider>,
 }
 
@@ -93,6 +96,7 @@ impl AwsProviders {
             build: Arc::new(CodeBuild { deps: deps.clone() }),
             deploy: Arc::new(S3Deploy { deps: deps.clone() }),
             cloudformation: Arc::new(CloudFormation { deps: deps.clone() }),
+            codedeploy: Arc::new(CodeDeploy { deps: deps.clone() }),
             approval: Arc::new(ManualApproval { deps }),
         }
     }
@@ -107,6 +111,7 @@ impl ProviderRegistry for AwsProviders {
             (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
             (C::Deploy, O::Aws, "S3") => Some(self.deploy.clone()),
             (C::Deploy, O::Aws, "CloudFormation") => Some(self.cloudformation.clone()),
+            (C::Deploy, O::Aws, "CodeDeploy") => Some(self.codedeploy.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
             _ => None,
         }
