@@ -848,7 +848,58 @@ impl ActionProvider for ManualApproval {
 
 #[cfg(test)]
 mod tests {
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+    use penstock_app::ports::{ArtifactError, RandomIds};
+    use penstock_core::providers::CATALOG;
+
     use super::*;
+
+    struct NoArchiver;
+
+    impl Archiver for NoArchiver {
+        fn pack(&self, _dir: &Path, _zip: &Path) -> Result<(), ArtifactError> {
+            Err(ArtifactError::Invalid("not in this test".into()))
+        }
+        fn unpack(&self, _zip: &Path, _dir: &Path) -> Result<(), ArtifactError> {
+            Err(ArtifactError::Invalid("not in this test".into()))
+        }
+    }
+
+    /// Validation tells users which types run on AWS from the catalog: it must say what this
+    /// registry does.
+    #[tokio::test]
+    async fn the_catalog_says_which_action_types_run_on_aws() {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let clients = AwsClients::new(&config);
+        let providers = AwsProviders::new(ProviderDeps {
+            assumer: RoleAssumer::new(clients.sts.clone(), config.clone()),
+            archiver: Arc::new(NoArchiver),
+            artifacts: S3Artifacts::new(clients.s3.clone(), "artifacts", "alias/artifacts"),
+            ids: Arc::new(RandomIds),
+            external_id: None,
+            default_codebuild_project: None,
+            clients,
+        });
+        for spec in CATALOG {
+            let id = ActionTypeId {
+                category: spec.category,
+                owner: spec.owner,
+                provider: spec.provider.to_string(),
+                version: spec.version.to_string(),
+            };
+            assert_eq!(
+                providers.provider_for(&id).is_some(),
+                spec.runs_on_aws,
+                "{}/{}/{}: runs_on_aws in the catalog",
+                spec.category.as_str(),
+                spec.owner.as_str(),
+                spec.provider
+            );
+        }
+    }
 
     #[tokio::test]
     async fn list_files_walks_nested_directories_in_order() {
