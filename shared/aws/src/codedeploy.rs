@@ -116,14 +116,14 @@ pub fn phase_of(status: Option<&DeploymentStatus>) -> DeploymentPhase {
 /// `errorInformation` when it has one.
 pub fn failure_message(deployment_id: &str, info: &DeploymentInfo) -> String {
     let status = info.status().map_or("Failed", |s| s.as_str());
-    let error = info.error_information().map(|e| {
-        match (e.code().map(|c| c.as_str()), e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_string(),
-            (None, Some(message)) => message.to_string(),
-            (None, None) => String::new(),
-        }
-    });
+    let error =
+        info.error_information()
+            .map(|e| match (e.code().map(|c| c.as_str()), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                (None, Some(message)) => message.to_string(),
+                (None, None) => String::new(),
+            });
     match error.filter(|e| !e.is_empty()) {
         Some(error) => format!("deployment {deployment_id} {status}: {error}"),
         None => format!("deployment {deployment_id} {status}"),
@@ -131,7 +131,9 @@ pub fn failure_message(deployment_id: &str, info: &DeploymentInfo) -> String {
 }
 
 fn console_url(region: &str, deployment_id: &str) -> String {
-    format!("https://{region}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}")
+    format!(
+        "https://{region}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}"
+    )
 }
 
 /// `Deploy/AWS/CodeDeploy`.
@@ -222,7 +224,10 @@ impl CodeDeploy {
             Ok(output) => output,
             // A deployment that does not exist will not appear later: waiting for the
             // deadline (days for CodeDeploy) would only hide that.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_deployment_does_not_exist_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_deployment_does_not_exist_exception()) =>
+            {
                 return Ok(Polled::Finished(failed_input(
                     job,
                     "JobFailed",
@@ -233,7 +238,9 @@ impl CodeDeploy {
             Err(e) => return Err(describe(&e)),
         };
         let Some(info) = output.deployment_info() else {
-            return Err(format!("GetDeployment of {deployment_id} answered without the deployment"));
+            return Err(format!(
+                "GetDeployment of {deployment_id} answered without the deployment"
+            ));
         };
         Ok(match phase_of(info.status()) {
             DeploymentPhase::Running => Polled::Running,
@@ -281,7 +288,10 @@ impl ActionProvider for CodeDeploy {
             Ok(polled) => Some(polled),
             Err(reason) => {
                 // Unknown is not failed: the next sweep asks again, the deadline bounds it.
-                warn!(deployment_id, reason, "polling a CodeDeploy deployment failed");
+                warn!(
+                    deployment_id,
+                    reason, "polling a CodeDeploy deployment failed"
+                );
                 Some(Polled::Running)
             }
         }
@@ -344,7 +354,13 @@ mod tests {
             input("s3://artifacts/key.zip"),
         ))
         .expect("request");
-        assert_eq!(unversioned.revision_location().s3_location().and_then(|s| s.version()), None);
+        assert_eq!(
+            unversioned
+                .revision_location()
+                .s3_location()
+                .and_then(|s| s.version()),
+            None
+        );
     }
 
     #[test]
@@ -353,11 +369,17 @@ mod tests {
             DeploymentRequest::from_job(&job(configuration, inputs)).expect_err("refused")
         };
         assert_eq!(
-            missing(json!({ "DeploymentGroupName": "Prod" }), input("s3://b/k.zip")),
+            missing(
+                json!({ "DeploymentGroupName": "Prod" }),
+                input("s3://b/k.zip")
+            ),
             "the action's configuration has no ApplicationName"
         );
         assert_eq!(
-            missing(json!({ "ApplicationName": " ", "DeploymentGroupName": "Prod" }), input("s3://b/k.zip")),
+            missing(
+                json!({ "ApplicationName": " ", "DeploymentGroupName": "Prod" }),
+                input("s3://b/k.zip")
+            ),
             "the action's configuration has no ApplicationName"
         );
         assert_eq!(
@@ -383,7 +405,11 @@ mod tests {
             ("Stopped", Failed),
             ("SomethingNew", Running),
         ] {
-            assert_eq!(phase_of(Some(&DeploymentStatus::from(status))), phase, "{status}");
+            assert_eq!(
+                phase_of(Some(&DeploymentStatus::from(status))),
+                phase,
+                "{status}"
+            );
         }
         assert_eq!(phase_of(None), Running);
     }
@@ -403,7 +429,9 @@ mod tests {
             failure_message("d-1", &info),
             "deployment d-1 Failed: HEALTH_CONSTRAINTS: The overall deployment failed because too many individual instances failed deployment"
         );
-        let stopped = DeploymentInfo::builder().status(DeploymentStatus::Stopped).build();
+        let stopped = DeploymentInfo::builder()
+            .status(DeploymentStatus::Stopped)
+            .build();
         assert_eq!(failure_message("d-2", &stopped), "deployment d-2 Stopped");
     }
 }
