@@ -4,8 +4,9 @@ get-pipeline-state until it finishes, list-pipeline-executions.
 
 Its GitHub source is served by a loopback stand-in for the GitHub REST API (commit lookup and
 zipball from a real git repository); its CodeBuild action has no ProjectName and runs the
-repository's buildspec.yml locally; its CodeDeploy action has no adapter yet, so the execution
-must end Failed at that action with a clear ProviderNotSupported error, never skipped."""
+repository's buildspec.yml locally; its CodeDeploy action runs on AWS only, so on the embedded
+default the execution must end Failed at that action with a clear ProviderNotSupported error,
+never skipped."""
 
 import json
 import os

@@ -34,7 +34,7 @@ fn valid_file_prints_summary_and_notes() {
             "MyWebAppPipeline: valid (V1, SUPERSEDED, 3 stages, 3 actions)",
             "note: GitHub source \"Source.SourceAction\" has no OAuthToken: Penstock uses its configured GitHub token",
             "note: CodeBuild action \"Build.BuildAction\" has no ProjectName: it runs on Penstock's default build environment",
-            "note: CodeDeploy action \"Deploy.DeployAction\" (AWS/CodeDeploy) does not run on the embedded default yet",
+            "note: CodeDeploy action \"Deploy.DeployAction\" (AWS/CodeDeploy) runs on AWS only: on the embedded default it fails as ProviderNotSupported when the run reaches it",
         ]
     );
     assert!(output.stderr.is_empty());

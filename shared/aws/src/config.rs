@@ -126,6 +126,7 @@ pub struct AwsClients {
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub secretsmanager: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
+    pub codedeploy: aws_sdk_codedeploy::Client,
     config: SdkConfig,
     interceptors: Vec<SharedInterceptor>,
 }
@@ -156,6 +157,7 @@ impl AwsClients {
             cloudformation: client_with!(aws_sdk_cloudformation, config, &interceptors),
             secretsmanager: client_with!(aws_sdk_secretsmanager, config, &interceptors),
             sns: client_with!(aws_sdk_sns, config, &interceptors),
+            codedeploy: client_with!(aws_sdk_codedeploy, config, &interceptors),
             config: config.clone(),
             interceptors,
         }

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod bus;
 pub mod cloudformation;
+pub mod codedeploy;
 pub mod config;
 pub mod dynamo;
 pub mod handler;

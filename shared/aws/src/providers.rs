@@ -1,7 +1,8 @@
 //! The action providers on AWS, named and configured as in CodePipeline: `Source/AWS/S3`,
 //! `Build|Test/AWS/CodeBuild` (started, then polled by the sweeper), `Deploy/AWS/S3`,
-//! `Deploy/AWS/CloudFormation` and `Approval/AWS/Manual`. An action with a `roleArn` runs with
-//! that role's credentials (through the [`RoleAssumer`]). The GitHub sources
+//! `Deploy/AWS/CloudFormation` (see `cloudformation`), `Deploy/AWS/CodeDeploy` (see
+//! `codedeploy`) and `Approval/AWS/Manual`. An action with a `roleArn` runs with that role's
+//! credentials (through the [`RoleAssumer`]). The GitHub sources
 //! (`Source/AWS/CodeStarSourceConnection`, `Source/ThirdParty/GitHub`) are the embedded
 //! default's own provider (it talks to GitHub, not AWS), handed in by the function that runs
 //! them ([`ProviderDeps::github_source`]); like every source, it writes the files into the
@@ -32,6 +33,7 @@ use tracing::warn;
 
 use crate::artifacts::{Encryption, S3Artifacts, S3Object, download_file};
 use crate::cloudformation::CloudFormation;
+use crate::codedeploy::CodeDeploy;
 use crate::config::AwsClients;
 use crate::notifications::approval_notice;
 use crate::sdk_error::describe;
@@ -93,6 +95,7 @@ pub struct AwsProviders {
     build: Arc<dyn ActionProvider>,
     deploy: Arc<dyn ActionProvider>,
     cloudformation: Arc<dyn ActionProvider>,
+    codedeploy: Arc<dyn ActionProvider>,
     approval: Arc<dyn ActionProvider>,
     github_source: Option<Arc<dyn ActionProvider>>,
 }
@@ -106,6 +109,7 @@ impl AwsProviders {
             build: Arc::new(CodeBuild { deps: deps.clone() }),
             deploy: Arc::new(S3Deploy { deps: deps.clone() }),
             cloudformation: Arc::new(CloudFormation { deps: deps.clone() }),
+            codedeploy: Arc::new(CodeDeploy { deps: deps.clone() }),
             approval: Arc::new(ManualApproval { deps }),
         }
     }
@@ -120,6 +124,7 @@ impl ProviderRegistry for AwsProviders {
             (C::Build | C::Test, O::Aws, "CodeBuild") => Some(self.build.clone()),
             (C::Deploy, O::Aws, "S3") => Some(self.deploy.clone()),
             (C::Deploy, O::Aws, "CloudFormation") => Some(self.cloudformation.clone()),
+            (C::Deploy, O::Aws, "CodeDeploy") => Some(self.codedeploy.clone()),
             (C::Approval, O::Aws, "Manual") => Some(self.approval.clone()),
             (C::Source, O::Aws, "CodeStarSourceConnection")
             | (C::Source, O::ThirdParty, "GitHub") => self.github_source.clone(),
@@ -910,7 +915,62 @@ impl ActionProvider for ManualApproval {
 
 #[cfg(test)]
 mod tests {
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+    use penstock_app::ports::{ArtifactError, RandomIds};
+    use penstock_core::providers::CATALOG;
+    use penstock_local::github_source::{GitHubSettings, GitHubSource};
+
     use super::*;
+
+    struct NoArchiver;
+
+    impl Archiver for NoArchiver {
+        fn pack(&self, _dir: &Path, _zip: &Path) -> Result<(), ArtifactError> {
+            Err(ArtifactError::Invalid("not in this test".into()))
+        }
+        fn unpack(&self, _zip: &Path, _dir: &Path) -> Result<(), ArtifactError> {
+            Err(ArtifactError::Invalid("not in this test".into()))
+        }
+    }
+
+    /// Validation tells users which types run on AWS from the catalog: it must say what this
+    /// registry does.
+    #[tokio::test]
+    async fn the_catalog_says_which_action_types_run_on_aws() {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let clients = AwsClients::new(&config);
+        let providers = AwsProviders::new(ProviderDeps {
+            assumer: RoleAssumer::new(clients.sts.clone(), config.clone()),
+            archiver: Arc::new(NoArchiver),
+            artifacts: S3Artifacts::new(clients.s3.clone(), "artifacts", "alias/artifacts"),
+            ids: Arc::new(RandomIds),
+            external_id: None,
+            default_codebuild_project: None,
+            // The GitHub sources the dispatcher hands in.
+            github_source: Some(Arc::new(GitHubSource::new(&GitHubSettings::new(None, None)))),
+            approval_url: None,
+            clients,
+        });
+        for spec in CATALOG {
+            let id = ActionTypeId {
+                category: spec.category,
+                owner: spec.owner,
+                provider: spec.provider.to_string(),
+                version: spec.version.to_string(),
+            };
+            assert_eq!(
+                providers.provider_for(&id).is_some(),
+                spec.runs_on_aws,
+                "{}/{}/{}: runs_on_aws in the catalog",
+                spec.category.as_str(),
+                spec.owner.as_str(),
+                spec.provider
+            );
+        }
+    }
 
     #[tokio::test]
     async fn list_files_walks_nested_directories_in_order() {

@@ -1,6 +1,6 @@
 //! Test support for running the adapters against moto in server mode: find or start the
 //! server, SDK configs pointed at it, unique resource names, and SDK interceptors that count
-//! calls and inject throttling.
+//! calls, inject faults and report what moto cannot (build variables, finished deployments).
 //!
 //! The test command (`make test`) starts one moto server and exports its address as
 //! `PENSTOCK_TEST_MOTO_ENDPOINT`; a test run without it (`cargo nextest run -p ...`) starts its
@@ -843,6 +843,89 @@ impl Intercept for ExportBuildVariables {
                         .collect(),
                 );
             }
+        }
+        Ok(())
+    }
+}
+
+/// An SDK interceptor that reports the deployments of chosen CodeDeploy applications in
+/// `GetDeployment` answers with a given status (and `errorInformation`), as CodeDeploy does
+/// once the instances are done (moto's deployments stay `Created` forever). The rest of the
+/// answer is moto's own.
+#[derive(Debug, Clone, Default)]
+pub struct ReportDeployments {
+    outcomes: Arc<Mutex<BTreeMap<String, DeploymentReport>>>,
+}
+
+/// The status and error a [`ReportDeployments`] gives one application's deployments.
+#[derive(Debug, Clone)]
+struct DeploymentReport {
+    status: String,
+    error: Option<(String, String)>,
+}
+
+impl ReportDeployments {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shared(&self) -> SharedInterceptor {
+        SharedInterceptor::new(self.clone())
+    }
+
+    /// Report every deployment of `application` as `status` (`Succeeded`, `Failed`...) from now
+    /// on, with `error` (CodeDeploy's error code and message) as its `errorInformation`.
+    pub fn report(&self, application: &str, status: &str, error: Option<(&str, &str)>) {
+        if let Ok(mut outcomes) = self.outcomes.lock() {
+            outcomes.insert(
+                application.to_string(),
+                DeploymentReport {
+                    status: status.to_string(),
+                    error: error.map(|(code, message)| (code.to_string(), message.to_string())),
+                },
+            );
+        }
+    }
+}
+
+impl Intercept for ReportDeployments {
+    fn name(&self) -> &'static str {
+        "PenstockReportDeployments"
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(output) = output
+            .downcast_mut::<aws_sdk_codedeploy::operation::get_deployment::GetDeploymentOutput>()
+        else {
+            return Ok(());
+        };
+        let Some(info) = output.deployment_info.as_mut() else {
+            return Ok(());
+        };
+        let report = info.application_name.as_ref().and_then(|application| {
+            self.outcomes
+                .lock()
+                .ok()
+                .and_then(|outcomes| outcomes.get(application).cloned())
+        });
+        if let Some(report) = report {
+            info.status = Some(aws_sdk_codedeploy::types::DeploymentStatus::from(
+                report.status.as_str(),
+            ));
+            info.error_information = report.error.map(|(code, message)| {
+                aws_sdk_codedeploy::types::ErrorInformation::builder()
+                    .code(aws_sdk_codedeploy::types::ErrorCode::from(code.as_str()))
+                    .message(message)
+                    .build()
+            });
         }
         Ok(())
     }

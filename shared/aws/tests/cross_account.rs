@@ -1,6 +1,6 @@
 //! Cross-account deploys on AWS APIs (moto): a pipeline in account 111111111111 deploys a
-//! CloudFormation stack and an S3 site into account 222222222222 through an assumed role, and
-//! the checks read account B with B's own credentials. Every action goes through the real
+//! CloudFormation stack, an S3 site and a CodeDeploy deployment into account 222222222222
+//! through an assumed role, and the checks read account B with B's own credentials. Every action goes through the real
 //! dispatch path (claim, input artifacts, provider, report) and every handed-off stack or build
 //! through the real sweep (the provider's poll), on the in-memory store and a collecting bus.
 
@@ -14,7 +14,8 @@ use penstock_app::control::{Control, StartOptions};
 use penstock_app::dispatch::Dispatcher;
 use penstock_app::memory_store::MemoryStore;
 use penstock_app::ports::{
-    Archiver, BusError, BusMessage, Envelope, EventBus, ProviderRegistry, RandomIds, SystemClock,
+    Archiver, BusError, BusMessage, Envelope, EventBus, JobContext, ProviderOutcome,
+    ProviderRegistry, RandomIds, SystemClock,
 };
 use penstock_app::repo::Repository;
 use penstock_app::sweep::{SweepSettings, Sweeper, WaitForOwners};
@@ -22,10 +23,11 @@ use penstock_aws::artifacts::S3Object;
 use penstock_aws::providers::{AwsProviders, ProviderDeps};
 use penstock_aws::sts::{AssumeRequest, RoleAssumer};
 use penstock_aws::testing::{
-    DenyAssumeRole, ExportBuildVariables, SignerRecorder, sdk_config, unique_name,
+    DenyAssumeRole, ExportBuildVariables, ReportDeployments, SignerRecorder, TEST_REGION,
+    sdk_config, unique_name,
 };
 use penstock_aws::{AwsClients, S3Artifacts};
-use penstock_core::engine::{ActionRun, Execution, ExecutionStatus};
+use penstock_core::engine::{ActionJob, ActionRun, ActionStatus, Execution, ExecutionStatus};
 use penstock_core::model::PipelineDeclaration;
 use penstock_local::adapters::ZipArchiver;
 use serde_json::{Value, json};
@@ -69,11 +71,13 @@ struct World {
     deny: DenyAssumeRole,
     signers: SignerRecorder,
     exports: ExportBuildVariables,
+    deployments: ReportDeployments,
     bus: Arc<CollectingBus>,
     control: Control,
     engine: Engine,
     dispatcher: Dispatcher,
     sweeper: Sweeper,
+    providers: Arc<dyn ProviderRegistry>,
     source_bucket: String,
     artifact_bucket: String,
     key_id: String,
@@ -104,9 +108,15 @@ async fn world() -> World {
     let deny = DenyAssumeRole::new();
     let signers = SignerRecorder::new();
     let exports = ExportBuildVariables::new();
+    let deployments = ReportDeployments::new();
     let clients = AwsClients::with_interceptors(
         &a_config,
-        vec![deny.shared(), signers.shared(), exports.shared()],
+        vec![
+            deny.shared(),
+            signers.shared(),
+            exports.shared(),
+            deployments.shared(),
+        ],
     );
     let b = AwsClients::new(&assumed(&root, DEPLOY_ROLE).await);
     let (artifact_bucket, source_bucket) = (unique_name("artifacts"), unique_name("source"));
@@ -176,7 +186,7 @@ async fn world() -> World {
     let sweeper = Sweeper {
         engine: engine.clone(),
         owner: "sweeper-test".into(),
-        providers: Some(providers),
+        providers: Some(providers.clone()),
         settings: SweepSettings {
             stale_outbox_ms: 60_000,
             unclaimed_attempt_ms: 60_000,
@@ -188,11 +198,13 @@ async fn world() -> World {
         deny,
         signers,
         exports,
+        deployments,
         bus,
         control: Control::new(engine.clone()),
         engine,
         dispatcher,
         sweeper,
+        providers,
         source_bucket,
         artifact_bucket,
         key_id: key_arn,
@@ -306,6 +318,15 @@ fn cloudformation(name: &str, run_order: u32, configuration: Value) -> Value {
 /// Create the pipeline, start it and hand every published message to its function until the
 /// execution ends; sweep (which polls stacks and builds) when nothing is in flight.
 async fn run(w: &World, actions: Vec<Value>) -> Execution {
+    let (name, id) = start(w, actions).await;
+    drive(w, &name, &id, |execution| {
+        execution.status != ExecutionStatus::InProgress
+    })
+    .await
+}
+
+/// Create a pipeline with `actions` and start it: (pipeline, execution id).
+async fn start(w: &World, actions: Vec<Value>) -> (String, String) {
     let name = unique_name("pipe");
     w.control
         .create_pipeline(declaration(w, &name, actions), Vec::new())
@@ -316,6 +337,12 @@ async fn run(w: &World, actions: Vec<Value>) -> Execution {
         .start_execution(&name, StartOptions::default())
         .await
         .expect("start");
+    (name, id)
+}
+
+/// Hand every published message to its function, and sweep when nothing is in flight, until
+/// `done` holds for the execution.
+async fn drive(w: &World, name: &str, id: &str, done: impl Fn(&Execution) -> bool) -> Execution {
     for _ in 0..60 {
         let messages = w.bus.take();
         let idle = messages.is_empty();
@@ -330,15 +357,15 @@ async fn run(w: &World, actions: Vec<Value>) -> Execution {
                 BusMessage::ActionCancelled { .. } | BusMessage::StateChange { .. } => {}
             }
         }
-        let execution = w.control.get_execution(&name, &id).await.expect("execution");
-        if execution.status != ExecutionStatus::InProgress {
+        let execution = w.control.get_execution(name, id).await.expect("execution");
+        if done(&execution) {
             return execution;
         }
         if idle {
             w.sweeper.sweep(false, &WaitForOwners).await.expect("sweep");
         }
     }
-    panic!("execution {id} of {name} did not finish");
+    panic!("execution {id} of {name} did not get there");
 }
 
 fn action<'a>(execution: &'a Execution, name: &str) -> &'a ActionRun {
@@ -423,6 +450,20 @@ async fn artifact_files(w: &World, location: &str) -> BTreeMap<String, String> {
     files
 }
 
+/// The access key id of the functions' own credentials (account A's, not an assumed role's).
+async fn own_access_key(w: &World) -> String {
+    let provider = w
+        .clients
+        .sdk_config()
+        .credentials_provider()
+        .expect("credentials");
+    aws_credential_types::provider::ProvideCredentials::provide_credentials(&provider)
+        .await
+        .expect("own credentials")
+        .access_key_id()
+        .to_string()
+}
+
 fn base_configuration(stack: &str, template: &str, bucket: &str) -> Value {
     json!({
         "ActionMode": "CREATE_UPDATE",
@@ -500,16 +541,7 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
         Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms)
     );
     assert_eq!(head.ssekms_key_id(), Some(w.key_id.as_str()));
-    let own_key = w
-        .clients
-        .sdk_config()
-        .credentials_provider()
-        .expect("credentials");
-    let own_key = aws_credential_types::provider::ProvideCredentials::provide_credentials(&own_key)
-        .await
-        .expect("own credentials")
-        .access_key_id()
-        .to_string();
+    let own_key = own_access_key(&w).await;
     let deployer = w.signers.signers("CloudFormation", "CreateStack");
     assert_eq!(deployer.len(), 1, "{deployer:?}");
     assert_ne!(deployer[0], own_key, "CreateStack signed by the assumed role");
@@ -835,4 +867,217 @@ async fn a_codebuild_build_runs_to_completion_and_exports_variables() {
         1,
         "one build started"
     );
+}
+
+/// A CodeDeploy application with one deployment group, created with `clients` (in their
+/// account): (application, deployment group).
+async fn codedeploy_application(clients: &AwsClients) -> (String, String) {
+    let (application, group) = (unique_name("app"), unique_name("group"));
+    clients
+        .codedeploy
+        .create_application()
+        .application_name(&application)
+        .send()
+        .await
+        .expect("application");
+    clients
+        .codedeploy
+        .create_deployment_group()
+        .application_name(&application)
+        .deployment_group_name(&group)
+        .service_role_arn(format!("arn:aws:iam::{ACCOUNT_B}:role/codedeploy"))
+        .send()
+        .await
+        .expect("deployment group");
+    (application, group)
+}
+
+/// A CodeDeploy action deploying `Source` through the role in account B.
+fn codedeploy(name: &str, application: &str, group: &str) -> Value {
+    json!({
+        "name": name,
+        "actionTypeId": { "category": "Deploy", "owner": "AWS", "provider": "CodeDeploy", "version": "1" },
+        "roleArn": DEPLOY_ROLE,
+        "configuration": { "ApplicationName": application, "DeploymentGroupName": group },
+        "inputArtifacts": [{ "name": "Source" }]
+    })
+}
+
+fn deployment_url(deployment_id: &str) -> String {
+    format!(
+        "https://{TEST_REGION}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}"
+    )
+}
+
+#[tokio::test]
+async fn codedeploy_deploys_the_input_revision_in_the_target_account_and_waits_for_it() {
+    let w = world().await;
+    upload_source(&w, &unique_name("queue")).await;
+    let (application, group) = codedeploy_application(&w.b).await;
+    let (name, id) = start(&w, vec![codedeploy("Deploy", &application, &group)]).await;
+    let execution = drive(&w, &name, &id, |execution| {
+        action(execution, "Deploy").external.id.is_some()
+    })
+    .await;
+    // moto's deployments stay `Created`: however often the sweep polls, the action waits.
+    for _ in 0..3 {
+        let report = w.sweeper.sweep(false, &WaitForOwners).await.expect("sweep");
+        assert_eq!(report.polled_finished, 0, "{report:?}");
+    }
+    // The sweep's polls, before this test's own reads below add theirs.
+    let pollers = w.signers.signers("CodeDeploy", "GetDeployment");
+    assert!(!pollers.is_empty(), "the sweep polled the deployment");
+    let execution_now = w.control.get_execution(&name, &id).await.expect("execution");
+    assert_eq!(execution_now.status, ExecutionStatus::InProgress);
+    let deploy = action(&execution_now, "Deploy");
+    assert_eq!(deploy.status, ActionStatus::InProgress);
+    assert!(deploy.error.is_none(), "{:?}", deploy.error);
+    let deployment_id = deploy.external.id.clone().expect("deployment id");
+    assert_eq!(deploy.external.url.as_deref(), Some(deployment_url(&deployment_id).as_str()));
+
+    // The deployment is B's, of the input artifact at the version the execution stored.
+    let source = S3Object::parse(&execution.artifacts["Source"].location).expect("location");
+    assert!(source.version_id.is_some(), "the artifact bucket is versioned");
+    let info = w
+        .b
+        .codedeploy
+        .get_deployment()
+        .deployment_id(&deployment_id)
+        .send()
+        .await
+        .expect("the deployment is in B")
+        .deployment_info
+        .expect("deployment info");
+    assert_eq!(info.application_name(), Some(application.as_str()));
+    assert_eq!(info.deployment_group_name(), Some(group.as_str()));
+    assert_eq!(info.status().map(|s| s.as_str()), Some("Created"));
+    let description = info.description().unwrap_or_default();
+    assert!(
+        description.contains(&name) && description.contains(&id),
+        "{description}"
+    );
+    let revision = info.revision().expect("revision");
+    assert_eq!(revision.revision_type().map(|t| t.as_str()), Some("S3"));
+    let s3 = revision.s3_location().expect("s3 location");
+    assert_eq!(s3.bucket(), Some(w.artifact_bucket.as_str()));
+    assert_eq!(s3.key(), Some(source.key.as_str()));
+    assert_eq!(s3.bundle_type().map(|b| b.as_str()), Some("zip"));
+    assert_eq!(s3.version(), source.version_id.as_deref());
+    assert!(
+        w.clients
+            .codedeploy
+            .get_deployment()
+            .deployment_id(&deployment_id)
+            .send()
+            .await
+            .is_err(),
+        "no deployment in A"
+    );
+
+    // Created and polled with the assumed role's credentials.
+    let own_key = own_access_key(&w).await;
+    let creator = w.signers.signers("CodeDeploy", "CreateDeployment");
+    assert_eq!(creator.len(), 1, "one deployment created: {creator:?}");
+    assert_ne!(creator[0], own_key, "CreateDeployment signed by the assumed role");
+    assert!(
+        pollers.iter().all(|key| *key == creator[0]),
+        "GetDeployment signed by the assumed role: {pollers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_codedeploy_deployment_that_ends_settles_the_action() {
+    let w = world().await;
+    upload_source(&w, &unique_name("queue")).await;
+
+    // Succeeded: the action succeeds, pointing at the deployment.
+    let (application, group) = codedeploy_application(&w.b).await;
+    w.deployments.report(&application, "Succeeded", None);
+    let execution = run(&w, vec![codedeploy("Deploy", &application, &group)]).await;
+    succeeded(&execution);
+    let deploy = action(&execution, "Deploy");
+    let deployment_id = deploy.external.id.clone().expect("deployment id");
+    assert_eq!(deploy.external.url.as_deref(), Some(deployment_url(&deployment_id).as_str()));
+    assert_eq!(
+        deploy.external.summary.as_deref(),
+        Some(format!("Deployment {deployment_id} succeeded").as_str())
+    );
+
+    // Failed (with CodeDeploy's error information) and Stopped: both fail their action.
+    let (failing, failing_group) = codedeploy_application(&w.b).await;
+    w.deployments.report(
+        &failing,
+        "Failed",
+        Some((
+            "HEALTH_CONSTRAINTS",
+            "The overall deployment failed because too many individual instances failed deployment",
+        )),
+    );
+    let (stopped, stopped_group) = codedeploy_application(&w.b).await;
+    w.deployments.report(&stopped, "Stopped", None);
+    let execution = run(
+        &w,
+        vec![
+            codedeploy("Failing", &failing, &failing_group),
+            codedeploy("Stopped", &stopped, &stopped_group),
+        ],
+    )
+    .await;
+    assert_eq!(execution.status, ExecutionStatus::Failed);
+    let failing_action = action(&execution, "Failing");
+    let deployment_id = failing_action.external.id.clone().expect("deployment id");
+    let error = failing_action.error.clone().expect("error");
+    assert_eq!(error.code, "JobFailed");
+    assert_eq!(
+        error.message,
+        format!(
+            "deployment {deployment_id} Failed: HEALTH_CONSTRAINTS: The overall deployment failed because too many individual instances failed deployment"
+        )
+    );
+    let stopped_action = action(&execution, "Stopped");
+    let deployment_id = stopped_action.external.id.clone().expect("deployment id");
+    let error = stopped_action.error.clone().expect("error");
+    assert_eq!(error.message, format!("deployment {deployment_id} Stopped"));
+}
+
+#[tokio::test]
+async fn a_codedeploy_action_without_application_name_fails_before_any_deployment() {
+    let w = world().await;
+    let (_, group) = codedeploy_application(&w.b).await;
+    let job: ActionJob = serde_json::from_value(json!({
+        "pipeline_name": "pipe",
+        "pipeline_version": 1,
+        "execution_id": "e-1",
+        "stage": "Deploy",
+        "action": "Deploy",
+        "attempt": 1,
+        "action_execution_id": "a-1",
+        "action_type_id": { "category": "Deploy", "owner": "AWS", "provider": "CodeDeploy", "version": "1" },
+        "configuration": { "DeploymentGroupName": group },
+        "input_artifacts": [{ "name": "Source", "location": format!("s3://{}/pipe/e-1/a-0/Source.zip", w.artifact_bucket) }],
+        "output_artifacts": [],
+        "role_arn": DEPLOY_ROLE,
+        "deadline": 0
+    }))
+    .expect("job");
+    let provider = w
+        .providers
+        .provider_for(&job.action_type_id)
+        .expect("CodeDeploy runs on AWS");
+    let work = tempfile::tempdir().expect("work dir");
+    let outcome = provider
+        .run(&JobContext {
+            job,
+            work_dir: work.path().to_path_buf(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            cancel: Default::default(),
+        })
+        .await;
+    let ProviderOutcome::Failed { code, message, .. } = outcome else {
+        panic!("not refused: {outcome:?}");
+    };
+    assert_eq!(code, "ConfigurationError");
+    assert_eq!(message, "the action's configuration has no ApplicationName");
+    assert!(w.signers.signers("CodeDeploy", "CreateDeployment").is_empty());
 }

@@ -1,5 +1,6 @@
 //! The catalog of action types Penstock knows: which configuration keys each needs, how many
-//! artifacts it takes and gives, and whether the embedded default can run it. Data only, no IO.
+//! artifacts it takes and gives, and which runtimes run it (the embedded default, AWS). Data
+//! only, no IO.
 //!
 //! Action types not listed here are still accepted (CodePipeline allows custom action types);
 //! validation notes them instead of refusing them.
@@ -54,6 +55,10 @@ pub struct ActionTypeSpec {
     pub output_artifacts: ArtifactCount,
     /// Whether the embedded default (`penstock run`/`serve` on one machine) runs this type.
     pub runs_on_embedded: bool,
+    /// Whether the AWS runtime (the Lambda functions, `shared/aws`'s providers) runs this type.
+    /// A type neither runtime runs still validates; its action fails as `ProviderNotSupported`
+    /// when an execution reaches it, it is never skipped.
+    pub runs_on_aws: bool,
 }
 
 impl ActionTypeSpec {
@@ -85,6 +90,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: true,
+        runs_on_aws: false,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -98,6 +104,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: true,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -110,6 +117,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: true,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -121,6 +129,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: false,
+        runs_on_aws: false,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -132,6 +141,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: false,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Source,
@@ -143,6 +153,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: SOURCE_OUTPUT,
         runs_on_embedded: false,
+        runs_on_aws: false,
     },
     codebuild(ActionCategory::Build),
     codebuild(ActionCategory::Test),
@@ -162,6 +173,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: ArtifactCount::exactly(1),
         output_artifacts: NONE,
         runs_on_embedded: true,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Deploy,
@@ -181,6 +193,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: ArtifactCount::between(0, 10),
         output_artifacts: ArtifactCount::between(0, 1),
         runs_on_embedded: false,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Deploy,
@@ -192,6 +205,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: ArtifactCount::exactly(1),
         output_artifacts: NONE,
         runs_on_embedded: false,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Approval,
@@ -203,6 +217,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: NONE,
         output_artifacts: NONE,
         runs_on_embedded: true,
+        runs_on_aws: true,
     },
     ActionTypeSpec {
         category: ActionCategory::Invoke,
@@ -214,6 +229,7 @@ pub const CATALOG: &[ActionTypeSpec] = &[
         input_artifacts: ArtifactCount::between(0, 5),
         output_artifacts: ArtifactCount::between(0, 5),
         runs_on_embedded: false,
+        runs_on_aws: false,
     },
 ];
 
@@ -237,6 +253,7 @@ const fn codebuild(category: ActionCategory) -> ActionTypeSpec {
         input_artifacts: ArtifactCount::between(1, 5),
         output_artifacts: ArtifactCount::between(0, 5),
         runs_on_embedded: true,
+        runs_on_aws: true,
     }
 }
 

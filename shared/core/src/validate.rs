@@ -570,16 +570,22 @@ impl<'a> Checker<'a> {
             }
             _ => {}
         }
+        // Never silently skipped: an action no provider of the runtime takes fails as
+        // `ProviderNotSupported` when the execution reaches it; the note says so beforehand.
         if !spec.runs_on_embedded {
-            self.note(
-                format!("{action_path}.actionTypeId"),
+            let type_name = format!("{}/{}", spec.owner.as_str(), spec.provider);
+            let message = if spec.runs_on_aws {
                 format!(
-                    "{} action \"{label}\" ({}/{}) does not run on the embedded default yet",
-                    spec.provider,
-                    spec.owner.as_str(),
+                    "{} action \"{label}\" ({type_name}) runs on AWS only: on the embedded default it fails as ProviderNotSupported when the run reaches it",
                     spec.provider
-                ),
-            );
+                )
+            } else {
+                format!(
+                    "{} action \"{label}\" ({type_name}) does not run on the embedded default yet",
+                    spec.provider
+                )
+            };
+            self.note(format!("{action_path}.actionTypeId"), message);
         }
     }
 

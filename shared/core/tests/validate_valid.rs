@@ -55,7 +55,7 @@ fn reference_example_is_valid_with_its_notes() {
         [
             "GitHub source \"Source.SourceAction\" has no OAuthToken: Penstock uses its configured GitHub token",
             "CodeBuild action \"Build.BuildAction\" has no ProjectName: it runs on Penstock's default build environment",
-            "CodeDeploy action \"Deploy.DeployAction\" (AWS/CodeDeploy) does not run on the embedded default yet",
+            "CodeDeploy action \"Deploy.DeployAction\" (AWS/CodeDeploy) runs on AWS only: on the embedded default it fails as ProviderNotSupported when the run reaches it",
         ]
     );
     assert_round_trips(REFERENCE, validated);
