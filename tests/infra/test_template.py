@@ -144,7 +144,9 @@ def _statements(policy_document: dict) -> list[dict]:
     return out
 
 
-def test_only_the_dispatcher_assumes_roles_and_only_the_allowed_ones(template):
+def test_only_the_dispatcher_and_the_advancer_assume_roles_and_only_the_allowed_ones(template):
+    """The dispatcher starts deploys through an action's roleArn; the advancer's sweeper polls
+    them through the same role."""
     assumers = {}
     for name, resource in consistency.function_resources(template).items():
         for policy in resource["Properties"].get("Policies", []):
@@ -154,7 +156,8 @@ def test_only_the_dispatcher_assumes_roles_and_only_the_allowed_ones(template):
                 actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
                 if any(a.startswith("sts:") for a in actions):
                     assumers[name] = s["Resource"]
-    assert assumers == {"Dispatcher": {"Ref": "AllowedCrossAccountRoleArns"}}
+    allowed = {"Ref": "AllowedCrossAccountRoleArns"}
+    assert assumers == {"Dispatcher": allowed, "Advancer": allowed}
 
 
 def test_the_github_token_is_read_by_the_dispatcher_the_advancer_and_the_webhook_only(template):
@@ -209,11 +212,13 @@ def test_artifact_key_grants_decrypt_to_the_target_accounts(template):
     assert len(grants) == 1 and "kms:Decrypt" in grants[0]["Action"]
 
 
-def test_target_account_role_trusts_only_the_dispatcher_role_with_an_external_id():
+def test_target_account_role_trusts_only_the_dispatcher_and_advancer_roles_with_an_external_id():
     target = consistency.load_template(consistency.TARGET_TEMPLATE)
     trust = target["Resources"]["CrossAccountRole"]["Properties"]["AssumeRolePolicyDocument"]
     (statement,) = trust["Statement"]
-    assert statement["Principal"] == {"AWS": {"Ref": "DispatcherRoleArn"}}
+    assert statement["Principal"] == {
+        "AWS": [{"Ref": "DispatcherRoleArn"}, {"Ref": "AdvancerRoleArn"}]
+    }
     assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
 
 
