@@ -7,6 +7,12 @@
 //! sweeper polls `GetDeployment` until the deployment is terminal, so no function waits on the
 //! instances. With a `roleArn` both calls act with that role's credentials.
 //!
+//! CreateDeployment takes no idempotency token, so an attempt first looks for a deployment of
+//! this very action (same description: pipeline, execution, action) that is still going in
+//! the group, and adopts it: an attempt retried after its function died between
+//! CreateDeployment and its report waits for that deployment instead of starting a second one
+//! (which CodeDeploy would also refuse while the first runs).
+//!
 //! The pure parts (the request from a job, what a status means) are functions with unit tests;
 //! only `start`/`check` talk to AWS.
 
@@ -136,17 +142,88 @@ fn console_url(region: &str, deployment_id: &str) -> String {
     )
 }
 
+/// The attempt waits for `deployment_id`, which the sweep polls.
+fn pending(
+    clients: &crate::config::AwsClients,
+    request: &DeploymentRequest,
+    deployment_id: String,
+) -> ProviderOutcome {
+    let region = clients
+        .sdk_config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    ProviderOutcome::Pending {
+        external: ExternalExecution {
+            url: Some(console_url(&region, &deployment_id)),
+            summary: Some(format!(
+                "Deployment of {} to {}",
+                request.application, request.deployment_group
+            )),
+            id: Some(deployment_id),
+        },
+        approval_token: None,
+    }
+}
+
 /// `Deploy/AWS/CodeDeploy`.
 pub(crate) struct CodeDeploy {
     pub(crate) deps: Arc<ProviderDeps>,
 }
 
 impl CodeDeploy {
+    /// The deployment of this action that an earlier attempt started and that is still going,
+    /// if any. Not finding out (an error) is not fatal: the attempt creates one.
+    async fn in_flight(
+        &self,
+        clients: &crate::config::AwsClients,
+        request: &DeploymentRequest,
+    ) -> Option<String> {
+        let listed = clients
+            .codedeploy
+            .list_deployments()
+            .application_name(&request.application)
+            .deployment_group_name(&request.deployment_group)
+            .set_include_only_statuses(Some(vec![
+                DeploymentStatus::Created,
+                DeploymentStatus::Queued,
+                DeploymentStatus::InProgress,
+                DeploymentStatus::Baking,
+                DeploymentStatus::Ready,
+            ]))
+            .send()
+            .await
+            .map_err(|e| warn!(reason = describe(&e), "listing deployments in flight failed"))
+            .ok()?;
+        // BatchGetDeployments takes 25 ids; a group runs one deployment at a time.
+        let ids: Vec<String> = listed.deployments().iter().take(25).cloned().collect();
+        if ids.is_empty() {
+            return None;
+        }
+        let found = clients
+            .codedeploy
+            .batch_get_deployments()
+            .set_deployment_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| warn!(reason = describe(&e), "reading deployments in flight failed"))
+            .ok()?;
+        found
+            .deployments_info()
+            .iter()
+            .find(|d| d.description() == Some(request.description.as_str()))
+            .and_then(|d| d.deployment_id())
+            .map(str::to_string)
+    }
+
     async fn start(&self, ctx: &JobContext) -> Result<ProviderOutcome, ProviderOutcome> {
         let job = &ctx.job;
         let request =
             DeploymentRequest::from_job(job).map_err(|e| failure("ConfigurationError", e))?;
         let clients = self.deps.clients_for(job).await?;
+        if let Some(deployment_id) = self.in_flight(&clients, &request).await {
+            return Ok(pending(&clients, &request, deployment_id));
+        }
         let output = clients
             .codedeploy
             .create_deployment()
@@ -178,22 +255,7 @@ impl CodeDeploy {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| failure("JobFailed", "CodeDeploy returned no deployment id".into()))?
             .to_string();
-        let region = clients
-            .sdk_config()
-            .region()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        Ok(ProviderOutcome::Pending {
-            external: ExternalExecution {
-                url: Some(console_url(&region, &deployment_id)),
-                summary: Some(format!(
-                    "Deployment of {} to {}",
-                    request.application, request.deployment_group
-                )),
-                id: Some(deployment_id),
-            },
-            approval_token: None,
-        })
+        Ok(pending(&clients, &request, deployment_id))
     }
 
     /// How the deployment is going; `Err` when CodeDeploy could not be asked (the next sweep

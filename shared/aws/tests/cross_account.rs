@@ -986,6 +986,72 @@ async fn codedeploy_deploys_the_input_revision_in_the_target_account_and_waits_f
 }
 
 #[tokio::test]
+async fn a_retried_codedeploy_attempt_adopts_the_deployment_in_flight() {
+    // An attempt whose function died after CreateDeployment, before reporting, is run again
+    // (the sweep's lease): it must wait for the deployment already going, not start another.
+    let w = world().await;
+    upload_source(&w, &unique_name("queue")).await;
+    let (application, group) = codedeploy_application(&w.b).await;
+    let (name, id) = start(&w, vec![codedeploy("Deploy", &application, &group)]).await;
+    let mut deploy_job = None;
+    for _ in 0..20 {
+        for envelope in w.bus.take() {
+            match envelope.message {
+                BusMessage::ActionScheduled(job) => {
+                    deploy_job = Some(job.clone());
+                    w.dispatcher.dispatch(job).await.expect("dispatch");
+                }
+                BusMessage::EngineInput { pipeline, input } => {
+                    w.engine.apply(&pipeline, input).await.expect("apply");
+                }
+                BusMessage::ActionCancelled { .. } | BusMessage::StateChange { .. } => {}
+            }
+        }
+    }
+    let job = deploy_job.expect("the deploy action was scheduled");
+    let execution = w.control.get_execution(&name, &id).await.expect("execution");
+    let first = action(&execution, "Deploy")
+        .external
+        .id
+        .clone()
+        .expect("a deployment in flight");
+
+    let work = tempfile::tempdir().expect("work");
+    let provider = w
+        .providers
+        .provider_for(&job.action_type_id)
+        .expect("CodeDeploy provider");
+    let again = provider
+        .run(&penstock_app::ports::JobContext {
+            job,
+            work_dir: work.path().to_path_buf(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        })
+        .await;
+    let penstock_app::ports::ProviderOutcome::Pending { external, .. } = again else {
+        panic!("the retried attempt waits: {again:?}");
+    };
+    assert_eq!(external.id.as_deref(), Some(first.as_str()), "the same deployment");
+    assert_eq!(
+        w.signers.signers("CodeDeploy", "CreateDeployment").len(),
+        1,
+        "one deployment created"
+    );
+    let listed = w
+        .b
+        .codedeploy
+        .list_deployments()
+        .application_name(&application)
+        .deployment_group_name(&group)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listed.deployments(), std::slice::from_ref(&first));
+}
+
+#[tokio::test]
 async fn a_codedeploy_deployment_that_ends_settles_the_action() {
     let w = world().await;
     upload_source(&w, &unique_name("queue")).await;
