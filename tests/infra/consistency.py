@@ -20,6 +20,7 @@ the crates from `cargo metadata`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -66,30 +67,42 @@ def cargo() -> str:
     return os.environ.get("CARGO", "cargo")
 
 
+@functools.lru_cache(maxsize=None)
+def examples_dir() -> Path:
+    """The workspace's examples, built once for the whole workspace: the features are then the
+    ones the test build (`cargo nextest run --workspace`) unified, so its dependencies are
+    reused instead of compiled again for one package's feature set."""
+    subprocess.run(
+        [cargo(), "build", "-q", "--locked", "--workspace", "--examples"], cwd=REPO, check=True
+    )
+    metadata = json.loads(
+        subprocess.run(
+            [cargo(), "metadata", "-q", "--locked", "--no-deps", "--format-version", "1"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    return Path(metadata["target_directory"]) / "debug" / "examples"
+
+
+def run_example(name: str) -> str:
+    """The standard output of the workspace example `name`."""
+    return subprocess.run(
+        [str(examples_dir() / name)], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+
+
 def published_events() -> list[tuple[str, str]]:
     """Every (source, detail-type) Penstock publishes, from the code itself."""
-    out = subprocess.run(
-        [cargo(), "run", "-q", "--locked", "-p", "penstock-app", "--example", "published-events"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = run_example("published-events")
     return [(e["source"], e["detail-type"]) for e in json.loads(out)]
 
 
 def trigger_event_types() -> list[tuple[str, str]]:
     """Every (source, detail-type) the webhook function turns into starts, from the code."""
-    out = subprocess.run(
-        [
-            cargo(), "run", "-q", "--locked", "-p", "penstock-webhook", "--no-default-features",
-            "--example", "trigger-events",
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = run_example("trigger-events")
     return [(e["source"], e["detail-type"]) for e in json.loads(out)]
 
 
