@@ -310,7 +310,11 @@ async fn world() -> World {
         Arc::new(RandomIds),
     );
     let archiver: Arc<dyn Archiver> = Arc::new(penstock_local::adapters::ZipArchiver);
-    let providers = Arc::new(parts.providers(archiver.clone(), None, None).expect("providers"));
+    let providers = Arc::new(
+        parts
+            .providers(archiver.clone(), None, None)
+            .expect("providers"),
+    );
     let work = tempfile::tempdir().expect("work dir");
     let dispatcher = Dispatcher::new(
         engine.clone(),

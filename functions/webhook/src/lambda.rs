@@ -71,9 +71,7 @@ impl WebhookFunction {
         let LambdaEvent { payload, context } = event;
         match classify(payload) {
             Invocation::Http(request) => Ok(self.http(*request, context).await),
-            Invocation::Event(event) => {
-                penstock_aws::handler::outcome(self.event(&event).await)
-            }
+            Invocation::Event(event) => penstock_aws::handler::outcome(self.event(&event).await),
             Invocation::Unknown(reason) => {
                 warn!(reason = %reason, "invocation ignored");
                 Ok(json!({ "ignored": reason }))

@@ -140,9 +140,10 @@ async fn world() -> World {
 
 impl World {
     async fn create(&self, pipeline: Value) {
-        let validated =
-            penstock_core::validate::parse_and_validate(&json!({ "pipeline": pipeline }).to_string())
-                .expect("valid pipeline");
+        let validated = penstock_core::validate::parse_and_validate(
+            &json!({ "pipeline": pipeline }).to_string(),
+        )
+        .expect("valid pipeline");
         self.control
             .create_pipeline(validated.declaration, validated.tags)
             .await
@@ -243,7 +244,11 @@ async fn the_templates_scheduled_start_starts_the_named_pipeline_once_per_firing
     };
 
     let report = w.invoke(fired("2026-12-07T06:00:00Z")).await;
-    assert_eq!(report["started"][0]["pipeline"], nightly.as_str(), "{report}");
+    assert_eq!(
+        report["started"][0]["pipeline"],
+        nightly.as_str(),
+        "{report}"
+    );
     let executions = w.executions(&nightly).await;
     assert_eq!(executions.len(), 1);
     assert_eq!(
@@ -271,7 +276,11 @@ async fn an_s3_put_with_eventbridge_notifications_starts_the_pipeline_watching_t
     let w = world().await;
     let bucket = unique_name("source");
     let s3 = &w.clients.s3;
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     s3.put_bucket_versioning()
         .bucket(&bucket)
         .versioning_configuration(
@@ -302,8 +311,11 @@ async fn an_s3_put_with_eventbridge_notifications_starts_the_pipeline_watching_t
     );
     w.create(pipeline(&watching, s3_source(&bucket, "releases/app.zip")))
         .await;
-    w.create(pipeline(&other_key, s3_source(&bucket, "releases/other.zip")))
-        .await;
+    w.create(pipeline(
+        &other_key,
+        s3_source(&bucket, "releases/other.zip"),
+    ))
+    .await;
     w.create(pipeline(
         &other_bucket,
         s3_source("another-bucket", "releases/app.zip"),
@@ -338,7 +350,11 @@ async fn an_s3_put_with_eventbridge_notifications_starts_the_pipeline_watching_t
     assert_eq!(event["detail-type"], "Object Created");
 
     let report = w.invoke(event.clone()).await;
-    assert_eq!(report["started"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(
+        report["started"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
     let executions = w.executions(&watching).await;
     assert_eq!(executions.len(), 1);
     assert_eq!(
@@ -413,7 +429,11 @@ async fn an_ecr_push_event_routed_by_the_templates_rule_starts_the_pipeline_watc
     assert_eq!(event["detail"]["action-type"], "PUSH");
 
     let report = w.invoke(event.clone()).await;
-    assert_eq!(report["started"][0]["pipeline"], latest.as_str(), "{report}");
+    assert_eq!(
+        report["started"][0]["pipeline"],
+        latest.as_str(),
+        "{report}"
+    );
     let executions = w.executions(&latest).await;
     assert_eq!(executions.len(), 1);
     assert_eq!(
@@ -458,6 +478,10 @@ async fn a_store_outage_fails_the_invocation_as_retryable_and_the_retry_starts_o
 
     // Lambda's retry: one execution.
     let report = w.invoke(event).await;
-    assert_eq!(report["started"][0]["pipeline"], latest.as_str(), "{report}");
+    assert_eq!(
+        report["started"][0]["pipeline"],
+        latest.as_str(),
+        "{report}"
+    );
     assert_eq!(w.executions(&latest).await.len(), 1);
 }

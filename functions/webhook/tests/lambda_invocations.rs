@@ -51,9 +51,10 @@ fn local() -> Local {
 
 impl Local {
     async fn create(&self, pipeline: Value) {
-        let validated =
-            penstock_core::validate::parse_and_validate(&json!({ "pipeline": pipeline }).to_string())
-                .expect("valid pipeline");
+        let validated = penstock_core::validate::parse_and_validate(
+            &json!({ "pipeline": pipeline }).to_string(),
+        )
+        .expect("valid pipeline");
         self.control
             .create_pipeline(validated.declaration, validated.tags)
             .await
@@ -170,7 +171,9 @@ async fn a_github_delivery_through_api_gateway_starts_the_pipeline_and_answers_i
     local.create(pipeline("app", github_source())).await;
     let body = fixture("github/push.with-new-branch.payload.json");
 
-    let response = local.invoke(github_request("delivery-1", &body, SECRET)).await;
+    let response = local
+        .invoke(github_request("delivery-1", &body, SECRET))
+        .await;
     assert_eq!(response["statusCode"], 202, "{response}");
     assert_eq!(response["headers"]["content-type"], "application/json");
     let answer = response_body(&response);
@@ -181,7 +184,9 @@ async fn a_github_delivery_through_api_gateway_starts_the_pipeline_and_answers_i
     assert_eq!(executions[0].source_revisions[0].revision_value, HEAD);
 
     // The same delivery again: answered, nothing new.
-    let again = local.invoke(github_request("delivery-1", &body, SECRET)).await;
+    let again = local
+        .invoke(github_request("delivery-1", &body, SECRET))
+        .await;
     assert_eq!(again["statusCode"], 200);
     assert_eq!(response_body(&again)["duplicate"], true);
     assert_eq!(local.executions("app").await.len(), 1);
@@ -207,7 +212,9 @@ async fn eventbridge_events_and_scheduled_starts_go_to_intake() {
         .create(pipeline("nightly", s3_source("other", "x.zip")))
         .await;
 
-    let report = local.invoke(json_fixture("aws/s3-object-created.json")).await;
+    let report = local
+        .invoke(json_fixture("aws/s3-object-created.json"))
+        .await;
     assert_eq!(report["started"][0]["pipeline"], "release", "{report}");
     assert_eq!(local.executions("release").await.len(), 1);
 

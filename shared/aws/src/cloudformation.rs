@@ -180,7 +180,9 @@ fn inside(dir: &Path, path: &str) -> Result<PathBuf, String> {
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!("{path:?} must be a relative path inside its artifact"));
+        return Err(format!(
+            "{path:?} must be a relative path inside its artifact"
+        ));
     }
     Ok(dir.join(relative))
 }
@@ -201,9 +203,9 @@ impl InputFiles {
     }
 
     fn artifact(&self, name: &str) -> Result<&(ArtifactRef, PathBuf), String> {
-        self.artifacts.get(name).ok_or_else(|| {
-            format!("{name} is not an input artifact of this action")
-        })
+        self.artifacts
+            .get(name)
+            .ok_or_else(|| format!("{name} is not an input artifact of this action"))
     }
 
     /// The text of `path` in artifact `name`.
@@ -252,9 +254,7 @@ fn parameter_value(key: &str, value: &Value, files: &InputFiles) -> Result<Strin
                     .map(|v| v.as_str().map(str::to_string))
                     .collect::<Option<Vec<_>>>()
             });
-        list.ok_or_else(|| {
-            format!("parameter {key}: {function} takes a list of {count} strings")
-        })
+        list.ok_or_else(|| format!("parameter {key}: {function} takes a list of {count} strings"))
     };
     match value {
         Value::String(text) => Ok(text.clone()),
@@ -264,9 +264,8 @@ fn parameter_value(key: &str, value: &Value, files: &InputFiles) -> Result<Strin
             if let Some(args_value) = map.get("Fn::GetParam") {
                 let a = args("Fn::GetParam", args_value, 3)?;
                 let text = files.read(&a[0], &a[1])?;
-                let json: Value = serde_json::from_str(&text).map_err(|e| {
-                    format!("parameter {key}: {}::{} is not JSON: {e}", a[0], a[1])
-                })?;
+                let json: Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("parameter {key}: {}::{} is not JSON: {e}", a[0], a[1]))?;
                 match json.get(&a[2]) {
                     Some(Value::String(s)) => Ok(s.clone()),
                     Some(Value::Number(n)) => Ok(n.to_string()),
@@ -444,8 +443,9 @@ fn service_error<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<(
 }
 
 fn is_missing_stack<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    service_error(error)
-        .is_some_and(|(code, message)| code == "ValidationError" && message.contains("does not exist"))
+    service_error(error).is_some_and(|(code, message)| {
+        code == "ValidationError" && message.contains("does not exist")
+    })
 }
 
 fn is_no_updates<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
@@ -456,8 +456,7 @@ fn is_no_updates<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
 /// Change sets that failed only because nothing would change (CodePipeline treats them as a
 /// success: there is nothing to deploy).
 fn is_no_change_reason(reason: &str) -> bool {
-    reason.contains("didn't contain changes")
-        || reason.contains("No updates are to be performed")
+    reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
 }
 
 fn console_url(region: &str, stack_id: &str) -> String {
@@ -543,8 +542,7 @@ impl CloudFormation {
         dir: &Path,
     ) -> Result<StackInput, ProviderOutcome> {
         let files = self.read_inputs(session, job, dir).await?;
-        let input =
-            stack_input(settings, &files).map_err(|e| failure("ConfigurationError", e))?;
+        let input = stack_input(settings, &files).map_err(|e| failure("ConfigurationError", e))?;
         // A malformed template fails here with CloudFormation's own reason, before any stack
         // is touched.
         session
@@ -635,7 +633,10 @@ impl CloudFormation {
                         .map_err(job_failed)?;
                     return Ok(self.pending(&session, id, format!("creating stack {name}")));
                 };
-                let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
+                let status = stack
+                    .stack_status()
+                    .cloned()
+                    .unwrap_or(StackStatus::CreateComplete);
                 let id = stack.stack_id().unwrap_or_default().to_string();
                 match phase_of(&status) {
                     StackPhase::InProgress => Err(job_failed(format!(
@@ -702,10 +703,9 @@ impl CloudFormation {
                                 &stack,
                                 format!("stack {name}: no updates to perform"),
                             ),
-                            Err(e) => Err(job_failed(format!(
-                                "updating stack {name}: {}",
-                                reason(&e)
-                            ))),
+                            Err(e) => {
+                                Err(job_failed(format!("updating stack {name}: {}", reason(&e))))
+                            }
                         }
                     }
                 }
@@ -754,9 +754,9 @@ impl CloudFormation {
                     },
                 };
                 if change_set_type == ChangeSetType::Update
-                    || stack.as_ref().is_some_and(|s| {
-                        s.stack_status().map(phase_of) == Some(StackPhase::Review)
-                    })
+                    || stack
+                        .as_ref()
+                        .is_some_and(|s| s.stack_status().map(phase_of) == Some(StackPhase::Review))
                 {
                     // Replace: an earlier change set of this name goes first (looked up
                     // before, so only one that exists is deleted).
@@ -836,9 +836,8 @@ impl CloudFormation {
                 if described.status() == Some(&ChangeSetStatus::Failed)
                     && is_no_change_reason(&reason_text)
                 {
-                    let stack = stack.ok_or_else(|| {
-                        job_failed(format!("stack {name} does not exist"))
-                    })?;
+                    let stack =
+                        stack.ok_or_else(|| job_failed(format!("stack {name} does not exist")))?;
                     return self.succeeded_now(
                         ctx,
                         &settings,
@@ -967,8 +966,14 @@ impl CloudFormation {
                 let reason_text = described.status_reason().unwrap_or_default();
                 match described.status() {
                     Some(ChangeSetStatus::CreateComplete) => {
-                        self.finished(job, &settings, BTreeMap::new(), external, "change set created")
-                            .await
+                        self.finished(
+                            job,
+                            &settings,
+                            BTreeMap::new(),
+                            external,
+                            "change set created",
+                        )
+                        .await
                     }
                     Some(ChangeSetStatus::Failed) if is_no_change_reason(reason_text) => {
                         self.finished(
@@ -1000,7 +1005,10 @@ impl CloudFormation {
                             .await;
                     }
                 };
-                let status = stack.stack_status().cloned().unwrap_or(StackStatus::DeleteComplete);
+                let status = stack
+                    .stack_status()
+                    .cloned()
+                    .unwrap_or(StackStatus::DeleteComplete);
                 match phase_of(&status) {
                     StackPhase::Deleted => {
                         self.finished(job, &settings, BTreeMap::new(), external, "stack deleted")
@@ -1020,8 +1028,7 @@ impl CloudFormation {
                     if settings.mode == ActionMode::ReplaceOnFailure {
                         // The failed stack is gone: create its replacement now.
                         let dir = tempfile::tempdir().map_err(|e| format!("scratch dir: {e}"))?;
-                        let input = match self.prepare(&session, job, &settings, dir.path()).await
-                        {
+                        let input = match self.prepare(&session, job, &settings, dir.path()).await {
                             Ok(input) => input,
                             Err(ProviderOutcome::Failed { code, message, .. }) => {
                                 return Ok(Polled::Finished(failed_input(
@@ -1033,8 +1040,10 @@ impl CloudFormation {
                             }
                             Err(_) => return Err("preparing the stack failed".into()),
                         };
-                        return match Self::create_stack(&session, job, &settings, &input, "recreate")
-                            .await
+                        return match Self::create_stack(
+                            &session, job, &settings, &input, "recreate",
+                        )
+                        .await
                         {
                             Ok(_) => Ok(Polled::Running),
                             Err(e) => finished_failed(e),
@@ -1042,7 +1051,10 @@ impl CloudFormation {
                     }
                     return finished_failed(format!("stack {name} no longer exists"));
                 };
-                let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
+                let status = stack
+                    .stack_status()
+                    .cloned()
+                    .unwrap_or(StackStatus::CreateComplete);
                 let stack_id = stack.stack_id().unwrap_or_default().to_string();
                 match phase_of(&status) {
                     StackPhase::InProgress | StackPhase::Review => Ok(Polled::Running),
@@ -1183,7 +1195,12 @@ fn parameters(input: &StackInput) -> Vec<Parameter> {
     input
         .parameters
         .iter()
-        .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
         .collect()
 }
 
@@ -1200,7 +1217,13 @@ fn tags(input: &StackInput) -> Vec<Tag> {
 fn token(job: &ActionJob, operation: &str) -> String {
     let text: String = format!("penstock-{}-{operation}", job.action_execution_id)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     text.chars().take(128).collect()
 }
@@ -1271,12 +1294,12 @@ mod tests {
         );
         for (bad, expected) in [
             (vec![("ActionMode", "UPSERT"), ("StackName", "s")], "UPSERT"),
-            (vec![("ActionMode", "CREATE_UPDATE"), ("StackName", "s")], "TemplatePath"),
             (
-                vec![
-                    ("ActionMode", "CHANGE_SET_EXECUTE"),
-                    ("StackName", "s"),
-                ],
+                vec![("ActionMode", "CREATE_UPDATE"), ("StackName", "s")],
+                "TemplatePath",
+            ),
+            (
+                vec![("ActionMode", "CHANGE_SET_EXECUTE"), ("StackName", "s")],
                 "ChangeSetName",
             ),
             (
@@ -1365,11 +1388,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let files = files(dir.path());
         for (overrides, expected) in [
-            (r#"{"A": {"Fn::GetParam": ["Other", "x.json", "k"]}}"#, "Other is not an input"),
-            (r#"{"A": {"Fn::GetParam": ["Src", "../x.json", "k"]}}"#, "relative path"),
-            (r#"{"A": {"Fn::GetParam": ["Src", "config/params.json", "Nope"]}}"#, "no key Nope"),
+            (
+                r#"{"A": {"Fn::GetParam": ["Other", "x.json", "k"]}}"#,
+                "Other is not an input",
+            ),
+            (
+                r#"{"A": {"Fn::GetParam": ["Src", "../x.json", "k"]}}"#,
+                "relative path",
+            ),
+            (
+                r#"{"A": {"Fn::GetParam": ["Src", "config/params.json", "Nope"]}}"#,
+                "no key Nope",
+            ),
             (r#"{"A": {"Fn::GetParam": ["Src", "x.json"]}}"#, "list of 3"),
-            (r#"{"A": {"Fn::GetArtifactAtt": ["Src", "Size"]}}"#, "BucketName"),
+            (
+                r#"{"A": {"Fn::GetArtifactAtt": ["Src", "Size"]}}"#,
+                "BucketName",
+            ),
             (r#"{"A": {"Fn::Sub": "x"}}"#, "only Fn::GetParam"),
             (r#"["A"]"#, "JSON object"),
             ("{", "not JSON"),
@@ -1391,7 +1426,10 @@ mod tests {
         for (status, phase) in [
             ("CREATE_COMPLETE", StackPhase::Stable),
             ("UPDATE_COMPLETE", StackPhase::Stable),
-            ("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", StackPhase::InProgress),
+            (
+                "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+                StackPhase::InProgress,
+            ),
             ("UPDATE_ROLLBACK_IN_PROGRESS", StackPhase::InProgress),
             ("UPDATE_ROLLBACK_COMPLETE", StackPhase::UpdateRolledBack),
             ("ROLLBACK_COMPLETE", StackPhase::Failed),
@@ -1426,7 +1464,11 @@ mod tests {
         let events = vec![
             event("app", "ROLLBACK_COMPLETE", ""),
             event("Topic", "DELETE_COMPLETE", ""),
-            event("app", "ROLLBACK_IN_PROGRESS", "The following resource(s) failed"),
+            event(
+                "app",
+                "ROLLBACK_IN_PROGRESS",
+                "The following resource(s) failed",
+            ),
             event("Topic", "CREATE_FAILED", "Resource creation cancelled"),
             event("Queue", "CREATE_FAILED", "Queue name already exists"),
             event("Topic", "CREATE_IN_PROGRESS", ""),

@@ -193,7 +193,12 @@ impl CodeDeploy {
             ]))
             .send()
             .await
-            .map_err(|e| warn!(reason = describe(&e), "listing deployments in flight failed"))
+            .map_err(|e| {
+                warn!(
+                    reason = describe(&e),
+                    "listing deployments in flight failed"
+                )
+            })
             .ok()?;
         // BatchGetDeployments takes 25 ids; a group runs one deployment at a time.
         let ids: Vec<String> = listed.deployments().iter().take(25).cloned().collect();
@@ -206,7 +211,12 @@ impl CodeDeploy {
             .set_deployment_ids(Some(ids))
             .send()
             .await
-            .map_err(|e| warn!(reason = describe(&e), "reading deployments in flight failed"))
+            .map_err(|e| {
+                warn!(
+                    reason = describe(&e),
+                    "reading deployments in flight failed"
+                )
+            })
             .ok()?;
         found
             .deployments_info()

@@ -950,7 +950,9 @@ mod tests {
             external_id: None,
             default_codebuild_project: None,
             // The GitHub sources the dispatcher hands in.
-            github_source: Some(Arc::new(GitHubSource::new(&GitHubSettings::new(None, None)))),
+            github_source: Some(Arc::new(GitHubSource::new(&GitHubSettings::new(
+                None, None,
+            )))),
             approval_url: None,
             clients,
         });

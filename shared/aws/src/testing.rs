@@ -813,20 +813,16 @@ impl Intercept for ExportBuildVariables {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let variables = self
-            .variables
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let variables = self.variables.lock().map(|v| v.clone()).unwrap_or_default();
         if variables.is_empty() {
             return Ok(());
         }
         let Some(Ok(output)) = context.output_or_error_mut() else {
             return Ok(());
         };
-        let Some(output) =
-            output.downcast_mut::<aws_sdk_codebuild::operation::batch_get_builds::BatchGetBuildsOutput>()
-        else {
+        let Some(output) = output
+            .downcast_mut::<aws_sdk_codebuild::operation::batch_get_builds::BatchGetBuildsOutput>(
+        ) else {
             return Ok(());
         };
         for build in output.builds.iter_mut().flatten() {

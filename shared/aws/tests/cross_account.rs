@@ -246,8 +246,11 @@ async fn upload_source(w: &World, queue: &str) {
     let app = dir.path().join("app");
     std::fs::create_dir_all(app.join("config")).expect("app dir");
     let write = |path: &str, value: &Value| {
-        std::fs::write(app.join(path), serde_json::to_string_pretty(value).expect("json"))
-            .expect("write")
+        std::fs::write(
+            app.join(path),
+            serde_json::to_string_pretty(value).expect("json"),
+        )
+        .expect("write")
     };
     write("template.json", &template(false));
     write("template-v2.json", &template(true));
@@ -382,7 +385,11 @@ fn succeeded(execution: &Execution) {
         .stages
         .iter()
         .flat_map(|s| &s.actions)
-        .filter_map(|a| a.error.as_ref().map(|e| format!("{}: {} {}", a.name, e.code, e.message)))
+        .filter_map(|a| {
+            a.error
+                .as_ref()
+                .map(|e| format!("{}: {} {}", a.name, e.code, e.message))
+        })
         .collect();
     assert_eq!(
         execution.status,
@@ -392,7 +399,10 @@ fn succeeded(execution: &Execution) {
 }
 
 /// The stack as account B sees it, or `None`.
-async fn stack_in(clients: &AwsClients, name: &str) -> Option<aws_sdk_cloudformation::types::Stack> {
+async fn stack_in(
+    clients: &AwsClients,
+    name: &str,
+) -> Option<aws_sdk_cloudformation::types::Stack> {
     clients
         .cloudformation
         .describe_stacks()
@@ -491,22 +501,36 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
 
     // Create: parameters from the template configuration and the overrides (Fn::GetParam),
     // outputs as variables and as a file in the output artifact.
-    let mut create = cloudformation("Create", 1, base_configuration(&stack, "template.json", &bucket));
+    let mut create = cloudformation(
+        "Create",
+        1,
+        base_configuration(&stack, "template.json", &bucket),
+    );
     create["configuration"]["OutputFileName"] = json!("outputs.json");
     create["outputArtifacts"] = json!([{ "name": "StackOutputs" }]);
     create["namespace"] = json!("StackVariables");
     let execution = run(&w, vec![create]).await;
     succeeded(&execution);
     let created = action(&execution, "Create");
-    assert_eq!(created.output_variables.get("Env").map(String::as_str), Some("prod"));
+    assert_eq!(
+        created.output_variables.get("Env").map(String::as_str),
+        Some("prod")
+    );
     assert_eq!(
         created.output_variables.get("BucketName"),
         Some(&bucket),
         "{:?}",
         created.output_variables
     );
-    let queue_url = created.output_variables.get("QueueUrl").expect("QueueUrl").clone();
-    assert!(queue_url.contains(&queue) && queue_url.contains(ACCOUNT_B), "{queue_url}");
+    let queue_url = created
+        .output_variables
+        .get("QueueUrl")
+        .expect("QueueUrl")
+        .clone();
+    assert!(
+        queue_url.contains(&queue) && queue_url.contains(ACCOUNT_B),
+        "{queue_url}"
+    );
     let files = artifact_files(&w, &execution.artifacts["StackOutputs"].location).await;
     let written: BTreeMap<String, String> =
         serde_json::from_str(&files["outputs.json"]).expect("outputs.json");
@@ -514,15 +538,28 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
 
     // The stack and its resources are in B, and not in A.
     let in_b = stack_in(&w.b, &stack).await.expect("the stack is in B");
-    assert_eq!(in_b.stack_status().map(|s| s.as_str()), Some("CREATE_COMPLETE"));
+    assert_eq!(
+        in_b.stack_status().map(|s| s.as_str()),
+        Some("CREATE_COMPLETE")
+    );
     assert!(in_b.stack_id().unwrap_or_default().contains(ACCOUNT_B));
-    assert!(in_b.tags().iter().any(|t| t.key() == Some("team") && t.value() == Some("deploy")));
+    assert!(
+        in_b.tags()
+            .iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("deploy"))
+    );
     assert_eq!(in_b.role_arn(), Some(CFN_SERVICE_ROLE));
-    assert!(stack_in(&w.clients, &stack).await.is_none(), "no stack in A");
+    assert!(
+        stack_in(&w.clients, &stack).await.is_none(),
+        "no stack in A"
+    );
     assert!(queue_exists(&w.b, &queue).await);
     assert!(!queue_exists(&w.clients, &queue).await, "no queue in A");
     assert!(buckets(&w.b).await.contains(&bucket));
-    assert!(!buckets(&w.clients).await.contains(&bucket), "no bucket in A");
+    assert!(
+        !buckets(&w.clients).await.contains(&bucket),
+        "no bucket in A"
+    );
 
     // The artifact the deploy read is SSE-KMS under the pipeline's key, and the deploy read it
     // with the assumed role's credentials: the same key id that signed CreateStack.
@@ -544,27 +581,54 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
     let own_key = own_access_key(&w).await;
     let deployer = w.signers.signers("CloudFormation", "CreateStack");
     assert_eq!(deployer.len(), 1, "{deployer:?}");
-    assert_ne!(deployer[0], own_key, "CreateStack signed by the assumed role");
+    assert_ne!(
+        deployer[0], own_key,
+        "CreateStack signed by the assumed role"
+    );
     assert!(
         w.signers.signers("S3", "GetObject").contains(&deployer[0]),
         "the deploy read its artifact with the assumed credentials"
     );
 
     // Update with changes: a second queue appears in B.
-    let execution = run(&w, vec![cloudformation("Update", 1, base_configuration(&stack, "template-v2.json", &bucket))]).await;
+    let execution = run(
+        &w,
+        vec![cloudformation(
+            "Update",
+            1,
+            base_configuration(&stack, "template-v2.json", &bucket),
+        )],
+    )
+    .await;
     succeeded(&execution);
     assert!(queue_exists(&w.b, &format!("{queue}-dead")).await);
     assert_eq!(
-        stack_in(&w.b, &stack).await.and_then(|s| s.stack_status().map(|s| s.as_str().to_string())).as_deref(),
+        stack_in(&w.b, &stack)
+            .await
+            .and_then(|s| s.stack_status().map(|s| s.as_str().to_string()))
+            .as_deref(),
         Some("UPDATE_COMPLETE")
     );
 
     // The same again: nothing to update is a success.
-    let execution = run(&w, vec![cloudformation("Again", 1, base_configuration(&stack, "template-v2.json", &bucket))]).await;
+    let execution = run(
+        &w,
+        vec![cloudformation(
+            "Again",
+            1,
+            base_configuration(&stack, "template-v2.json", &bucket),
+        )],
+    )
+    .await;
     succeeded(&execution);
     let again = action(&execution, "Again");
     assert!(
-        again.external.summary.as_deref().unwrap_or_default().contains("no updates"),
+        again
+            .external
+            .summary
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no updates"),
         "{:?}",
         again.external
     );
@@ -576,10 +640,14 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
     let mut replace = base_configuration(&stack, "template.json", &bucket);
     replace["ActionMode"] = json!("CHANGE_SET_REPLACE");
     replace["ChangeSetName"] = json!(release);
-    let execute = json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": release });
+    let execute =
+        json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": release });
     let execution = run(
         &w,
-        vec![cloudformation("Plan", 1, replace), cloudformation("Apply", 2, execute)],
+        vec![
+            cloudformation("Plan", 1, replace),
+            cloudformation("Apply", 2, execute),
+        ],
     )
     .await;
     succeeded(&execution);
@@ -588,34 +656,44 @@ async fn cloudformation_deploys_into_another_account_through_an_assumed_role() {
         action(&execution, "Apply").output_variables.get("QueueUrl"),
         Some(&queue_url)
     );
-    let changed = w
-        .b
-        .cloudformation
-        .describe_change_set()
-        .stack_name(&stack)
-        .change_set_name(&release)
-        .send()
-        .await
-        .expect("change set in B");
+    let changed =
+        w.b.cloudformation
+            .describe_change_set()
+            .stack_name(&stack)
+            .change_set_name(&release)
+            .send()
+            .await
+            .expect("change set in B");
     assert_eq!(
         changed.execution_status().map(|s| s.as_str()),
         Some("EXECUTE_COMPLETE")
     );
 
     // A template error fails with CloudFormation's reason, before any stack is touched.
-    let execution = run(&w, vec![cloudformation("Broken", 1, base_configuration(&stack, "broken.json", &bucket))]).await;
+    let execution = run(
+        &w,
+        vec![cloudformation(
+            "Broken",
+            1,
+            base_configuration(&stack, "broken.json", &bucket),
+        )],
+    )
+    .await;
     assert_eq!(execution.status, ExecutionStatus::Failed);
     let error = action(&execution, "Broken").error.clone().expect("error");
     assert_eq!(error.code, "ConfigurationError");
     assert!(
-        error.message.contains("template Source::broken.json is invalid")
+        error
+            .message
+            .contains("template Source::broken.json is invalid")
             && error.message.contains("Type"),
         "{}",
         error.message
     );
 
     // Delete: the stack and its queue leave B.
-    let delete = json!({ "ActionMode": "DELETE_ONLY", "StackName": stack, "RoleArn": CFN_SERVICE_ROLE });
+    let delete =
+        json!({ "ActionMode": "DELETE_ONLY", "StackName": stack, "RoleArn": CFN_SERVICE_ROLE });
     let execution = run(&w, vec![cloudformation("Delete", 1, delete.clone())]).await;
     succeeded(&execution);
     assert!(stack_in(&w.b, &stack).await.is_none(), "the stack is gone");
@@ -642,20 +720,27 @@ async fn a_change_set_creates_a_new_stack_when_executed() {
     succeeded(&execution);
     // Planned, not applied: the stack waits for review and nothing was created.
     let waiting = stack_in(&w.b, &stack).await.expect("stack under review");
-    assert_eq!(waiting.stack_status().map(|s| s.as_str()), Some("REVIEW_IN_PROGRESS"));
+    assert_eq!(
+        waiting.stack_status().map(|s| s.as_str()),
+        Some("REVIEW_IN_PROGRESS")
+    );
     assert!(!queue_exists(&w.b, &queue).await);
-    let execute = json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": first });
+    let execute =
+        json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": first });
     let execution = run(&w, vec![cloudformation("Apply", 1, execute)]).await;
     succeeded(&execution);
     assert!(queue_exists(&w.b, &queue).await);
     // Executing a change set that does not exist fails naming it.
     let nope = unique_name("nope");
-    let missing = json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": nope });
+    let missing =
+        json!({ "ActionMode": "CHANGE_SET_EXECUTE", "StackName": stack, "ChangeSetName": nope });
     let execution = run(&w, vec![cloudformation("Missing", 1, missing)]).await;
     assert_eq!(execution.status, ExecutionStatus::Failed);
     let error = action(&execution, "Missing").error.clone().expect("error");
     assert!(
-        error.message.contains(&format!("change set {nope} of stack {stack}")),
+        error
+            .message
+            .contains(&format!("change set {nope} of stack {stack}")),
         "{}",
         error.message
     );
@@ -678,13 +763,19 @@ async fn a_refused_assume_role_fails_the_action_naming_the_role() {
     let error = action(&execution, "Deploy").error.clone().expect("error");
     assert_eq!(error.code, "PermissionError");
     assert!(
-        error.message.contains(&format!("assuming {refused} was refused"))
+        error
+            .message
+            .contains(&format!("assuming {refused} was refused"))
             && error.message.contains("AccessDenied"),
         "{}",
         error.message
     );
     assert!(w.deny.refused() >= 1);
-    assert!(w.signers.signers("CloudFormation", "CreateStack").is_empty());
+    assert!(
+        w.signers
+            .signers("CloudFormation", "CreateStack")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -727,16 +818,18 @@ async fn s3_deploy_writes_into_the_target_account_with_every_setting() {
     .await;
     succeeded(&execution);
     assert!(buckets(&w.b).await.contains(&site));
-    assert!(!buckets(&w.clients).await.contains(&site), "the bucket is B's");
-    let head = w
-        .b
-        .s3
-        .head_object()
-        .bucket(&site)
-        .key("www/index.html")
-        .send()
-        .await
-        .expect("index in B");
+    assert!(
+        !buckets(&w.clients).await.contains(&site),
+        "the bucket is B's"
+    );
+    let head =
+        w.b.s3
+            .head_object()
+            .bucket(&site)
+            .key("www/index.html")
+            .send()
+            .await
+            .expect("index in B");
     assert_eq!(head.cache_control(), Some("max-age=60"));
     assert_eq!(head.content_type(), Some("text/html"));
     assert_eq!(
@@ -744,18 +837,18 @@ async fn s3_deploy_writes_into_the_target_account_with_every_setting() {
         Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms)
     );
     assert_eq!(head.ssekms_key_id(), Some(w.key_id.as_str()));
-    let acl = w
-        .b
-        .s3
-        .get_object_acl()
-        .bucket(&site)
-        .key("www/index.html")
-        .send()
-        .await
-        .expect("acl");
+    let acl =
+        w.b.s3
+            .get_object_acl()
+            .bucket(&site)
+            .key("www/index.html")
+            .send()
+            .await
+            .expect("acl");
     assert!(
         acl.grants().iter().any(|g| {
-            g.grantee().and_then(|g| g.uri()) == Some("http://acs.amazonaws.com/groups/global/AllUsers")
+            g.grantee().and_then(|g| g.uri())
+                == Some("http://acs.amazonaws.com/groups/global/AllUsers")
                 && g.permission().map(|p| p.as_str()) == Some("READ")
         }),
         "public-read: {:?}",
@@ -771,15 +864,14 @@ async fn s3_deploy_writes_into_the_target_account_with_every_setting() {
             .is_ok(),
         "nested files keep their paths"
     );
-    let zipped = w
-        .b
-        .s3
-        .head_object()
-        .bucket(&site)
-        .key("releases/app.zip")
-        .send()
-        .await
-        .expect("zip in B");
+    let zipped =
+        w.b.s3
+            .head_object()
+            .bucket(&site)
+            .key("releases/app.zip")
+            .send()
+            .await
+            .expect("zip in B");
     assert_eq!(
         zipped.server_side_encryption(),
         Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
@@ -796,7 +888,11 @@ async fn s3_deploy_writes_into_the_target_account_with_every_setting() {
     .await;
     assert_eq!(execution.status, ExecutionStatus::Failed);
     let error = action(&execution, "BadAcl").error.clone().expect("error");
-    assert!(error.message.contains("CannedACL \"everyone\""), "{}", error.message);
+    assert!(
+        error.message.contains("CannedACL \"everyone\""),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -850,7 +946,12 @@ async fn a_codebuild_build_runs_to_completion_and_exports_variables() {
     succeeded(&execution);
     let build = action(&execution, "Build");
     assert!(
-        build.external.id.as_deref().unwrap_or_default().starts_with(&project),
+        build
+            .external
+            .id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with(&project),
         "{:?}",
         build.external
     );
@@ -859,7 +960,11 @@ async fn a_codebuild_build_runs_to_completion_and_exports_variables() {
         BTreeMap::from([("IMAGE_TAG".to_string(), "1.2.3".to_string())])
     );
     assert_eq!(
-        execution.namespaces.get("BuildVariables").and_then(|n| n.get("IMAGE_TAG")).map(String::as_str),
+        execution
+            .namespaces
+            .get("BuildVariables")
+            .and_then(|n| n.get("IMAGE_TAG"))
+            .map(String::as_str),
         Some("1.2.3")
     );
     assert_eq!(
@@ -927,27 +1032,36 @@ async fn codedeploy_deploys_the_input_revision_in_the_target_account_and_waits_f
     // The sweep's polls, before this test's own reads below add theirs.
     let pollers = w.signers.signers("CodeDeploy", "GetDeployment");
     assert!(!pollers.is_empty(), "the sweep polled the deployment");
-    let execution_now = w.control.get_execution(&name, &id).await.expect("execution");
+    let execution_now = w
+        .control
+        .get_execution(&name, &id)
+        .await
+        .expect("execution");
     assert_eq!(execution_now.status, ExecutionStatus::InProgress);
     let deploy = action(&execution_now, "Deploy");
     assert_eq!(deploy.status, ActionStatus::InProgress);
     assert!(deploy.error.is_none(), "{:?}", deploy.error);
     let deployment_id = deploy.external.id.clone().expect("deployment id");
-    assert_eq!(deploy.external.url.as_deref(), Some(deployment_url(&deployment_id).as_str()));
+    assert_eq!(
+        deploy.external.url.as_deref(),
+        Some(deployment_url(&deployment_id).as_str())
+    );
 
     // The deployment is B's, of the input artifact at the version the execution stored.
     let source = S3Object::parse(&execution.artifacts["Source"].location).expect("location");
-    assert!(source.version_id.is_some(), "the artifact bucket is versioned");
-    let info = w
-        .b
-        .codedeploy
-        .get_deployment()
-        .deployment_id(&deployment_id)
-        .send()
-        .await
-        .expect("the deployment is in B")
-        .deployment_info
-        .expect("deployment info");
+    assert!(
+        source.version_id.is_some(),
+        "the artifact bucket is versioned"
+    );
+    let info =
+        w.b.codedeploy
+            .get_deployment()
+            .deployment_id(&deployment_id)
+            .send()
+            .await
+            .expect("the deployment is in B")
+            .deployment_info
+            .expect("deployment info");
     assert_eq!(info.application_name(), Some(application.as_str()));
     assert_eq!(info.deployment_group_name(), Some(group.as_str()));
     assert_eq!(info.status().map(|s| s.as_str()), Some("Created"));
@@ -978,7 +1092,10 @@ async fn codedeploy_deploys_the_input_revision_in_the_target_account_and_waits_f
     let own_key = own_access_key(&w).await;
     let creator = w.signers.signers("CodeDeploy", "CreateDeployment");
     assert_eq!(creator.len(), 1, "one deployment created: {creator:?}");
-    assert_ne!(creator[0], own_key, "CreateDeployment signed by the assumed role");
+    assert_ne!(
+        creator[0], own_key,
+        "CreateDeployment signed by the assumed role"
+    );
     assert!(
         pollers.iter().all(|key| *key == creator[0]),
         "GetDeployment signed by the assumed role: {pollers:?}"
@@ -1009,7 +1126,11 @@ async fn a_retried_codedeploy_attempt_adopts_the_deployment_in_flight() {
         }
     }
     let job = deploy_job.expect("the deploy action was scheduled");
-    let execution = w.control.get_execution(&name, &id).await.expect("execution");
+    let execution = w
+        .control
+        .get_execution(&name, &id)
+        .await
+        .expect("execution");
     let first = action(&execution, "Deploy")
         .external
         .id
@@ -1033,21 +1154,24 @@ async fn a_retried_codedeploy_attempt_adopts_the_deployment_in_flight() {
     let penstock_app::ports::ProviderOutcome::Pending { external, .. } = again else {
         panic!("the retried attempt waits: {again:?}");
     };
-    assert_eq!(external.id.as_deref(), Some(first.as_str()), "the same deployment");
+    assert_eq!(
+        external.id.as_deref(),
+        Some(first.as_str()),
+        "the same deployment"
+    );
     assert_eq!(
         w.signers.signers("CodeDeploy", "CreateDeployment").len(),
         1,
         "one deployment created"
     );
-    let listed = w
-        .b
-        .codedeploy
-        .list_deployments()
-        .application_name(&application)
-        .deployment_group_name(&group)
-        .send()
-        .await
-        .expect("list");
+    let listed =
+        w.b.codedeploy
+            .list_deployments()
+            .application_name(&application)
+            .deployment_group_name(&group)
+            .send()
+            .await
+            .expect("list");
     assert_eq!(listed.deployments(), std::slice::from_ref(&first));
 }
 
@@ -1063,7 +1187,10 @@ async fn a_codedeploy_deployment_that_ends_settles_the_action() {
     succeeded(&execution);
     let deploy = action(&execution, "Deploy");
     let deployment_id = deploy.external.id.clone().expect("deployment id");
-    assert_eq!(deploy.external.url.as_deref(), Some(deployment_url(&deployment_id).as_str()));
+    assert_eq!(
+        deploy.external.url.as_deref(),
+        Some(deployment_url(&deployment_id).as_str())
+    );
     assert_eq!(
         deploy.external.summary.as_deref(),
         Some(format!("Deployment {deployment_id} succeeded").as_str())
@@ -1145,5 +1272,9 @@ async fn a_codedeploy_action_without_application_name_fails_before_any_deploymen
     };
     assert_eq!(code, "ConfigurationError");
     assert_eq!(message, "the action's configuration has no ApplicationName");
-    assert!(w.signers.signers("CodeDeploy", "CreateDeployment").is_empty());
+    assert!(
+        w.signers
+            .signers("CodeDeploy", "CreateDeployment")
+            .is_empty()
+    );
 }

@@ -127,9 +127,23 @@ async fn two_stores_with_the_same_view_of_an_item_never_both_win() {
         .await
         .expect("seed");
     for round in 1..=20u64 {
-        let seen_a = first.get(&key).await.expect("get a").expect("item a").version;
-        let seen_b = second.get(&key).await.expect("get b").expect("item b").version;
-        assert_eq!((seen_a, seen_b), (round, round), "both see the same version");
+        let seen_a = first
+            .get(&key)
+            .await
+            .expect("get a")
+            .expect("item a")
+            .version;
+        let seen_b = second
+            .get(&key)
+            .await
+            .expect("get b")
+            .expect("item b")
+            .version;
+        assert_eq!(
+            (seen_a, seen_b),
+            (round, round),
+            "both see the same version"
+        );
         let (winner, loser, winner_name) = if round % 2 == 0 {
             (&first, &second, "a")
         } else {
@@ -153,13 +167,21 @@ async fn two_stores_with_the_same_view_of_an_item_never_both_win() {
                 None,
             )
             .await;
-        assert_eq!(won.as_ref().ok(), Some(&(round + 1)), "round {round}: {won:?}");
+        assert_eq!(
+            won.as_ref().ok(),
+            Some(&(round + 1)),
+            "round {round}: {won:?}"
+        );
         assert!(
             matches!(lost, Err(StoreError::Conflict { .. })),
             "round {round}: the late writer sees a conflict: {lost:?}"
         );
         let item = second.get(&key).await.expect("get").expect("item");
         assert_eq!(item.version, round + 1);
-        assert_eq!(item.body, json!({"writer": winner_name}), "the late write changed nothing");
+        assert_eq!(
+            item.body,
+            json!({"writer": winner_name}),
+            "the late write changed nothing"
+        );
     }
 }
